@@ -8,7 +8,10 @@ import pytest
 from xtask_safety.train.run import parse_train_args, train
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+# Training recipes; recipes/data (data builds), recipes/eval (evaluation suites) and recipes/sweeps hold
+# other commands' configs and are parsed by those commands' tests.
+NOT_TRAINING = {"data", "eval", "sweeps"}
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.relative_to(REPO / "recipes").parts[0] not in NOT_TRAINING)
 
 
 def test_there_are_recipes():
@@ -41,3 +44,31 @@ def test_demo_recipe_trains_for_a_step(embedded_path, tmp_path):
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert cfg["r"] == 16 and cfg["layers_to_transform"] == list(range(15, 30))
+
+
+def test_every_recipe_directory_has_a_readme():
+    for recipe in RECIPES:
+        assert (recipe.parent / "README.md").is_file(), f"{recipe.parent} has no README.md"
+
+
+def test_llama_1_and_llama_2_recipes_differ_only_in_the_model():
+    import yaml
+
+    variants = sorted(p.name for p in (REPO / "recipes" / "llama-2-7b").iterdir() if p.is_dir())
+    assert {"paper", "qlora", "lora-bf16"} <= set(variants)
+    for variant in variants:
+        one, two = (yaml.safe_load((REPO / "recipes" / m / variant / "config.yaml").read_text())
+                    for m in ("llama-1-7b", "llama-2-7b"))
+        diff = {k for k in one.keys() | two.keys() if one.get(k) != two.get(k)}
+        assert diff == {"model_name_or_path", "output_dir"}, (variant, diff)
+
+
+def test_paper_recipes_hold_the_papers_setting():
+    for model in ("llama-1-7b", "llama-2-7b"):
+        margs, dargs, sft = parse_train_args(["--config", str(REPO / "recipes" / model / "paper" / "config.yaml"),
+                                              "--bf16", "false", "--use_cpu", "true"])
+        assert (margs.lora_r, margs.lora_alpha, margs.lora_dropout) == (8, 16, 0.05)
+        assert sorted(margs.lora_target_modules) == ["q_proj", "v_proj"] and margs.load_in_8bit
+        assert (sft.num_train_epochs, sft.learning_rate, sft.max_length) == (3, 3e-4, 1024)
+        assert (sft.per_device_train_batch_size, dargs.global_batch_size) == (4, 128)
+        assert sft.completion_only_loss is False and margs.prompt_template == "alpaca"

@@ -18,10 +18,10 @@ usage: xtask-safety COMMAND [--config recipe.yaml] [--flag value ...]
 
 commands:
   demo        the main job: evaluate, train a LoRA defense and evaluate again on the embedded model
-  data        build defense sets and evaluation grids (data build | data grid)
+  data        defense datasets and evaluation data: data build | grid | suite | inspect | import | export
   train       train a defense from a recipe (same as: accelerate launch -m xtask_safety.train ...)
-  generate    batched, resumable generation for a record file
-  score       judge generated answers and write pass-rate tables
+  generate    batched, resumable, shardable generation (generate merge joins shard outputs)
+  score       judge answers, pass rates, utility and paired tests (score prompts: model-judge prompts)
   judge-eval  measure the refusal judges against human-labelled responses (CSV)
 
 Run `xtask-safety COMMAND --help` for a command's options.

@@ -23,6 +23,8 @@ from xtask_safety.records import MALICIOUS, Record
 from xtask_safety.tasks import get_task, split_sentences
 
 PHRASING_MODES = ("paper", "train", "all")
+MARKER = re.compile(r"\[(?:withheld|redacted|details removed|omitted|name withheld)\]")
+NEUTRAL = ("it", "the details", "a name", "the place", "the amount", "the date", "someone", "the item")
 LAYOUT_MODES = ("after", "before", "mixed")
 
 
@@ -39,6 +41,10 @@ class BuildConfig:
     target_max_words: int | None = None  # trim long benign references at a sentence boundary
     document_max_words: int | None = None  # keep the head of long documents (whole sentences), every domain alike
     seed: int = 0
+    exclude_phrasings: tuple[str, ...] = ()  # phrasings ({pos} form) kept out of this set, for held-out evaluation
+    # Probability of replacing each withholding marker ("[withheld]", "[redacted]", ...) in a training
+    # document by neutral wording, in every domain alike, so marker density cannot stand in for intent.
+    marker_dropout: float = 0.0
 
 
 def load_refusals(path: str | Path | None = None) -> list[str]:
@@ -72,7 +78,12 @@ def _instruction(task_name: str, rng: random.Random, cfg: BuildConfig) -> tuple[
     if cfg.phrasings == "paper":
         phrasing = task.paper_instruction
     else:
-        phrasing = rng.choice(task.phrasings(include_heldout=cfg.phrasings == "all"))
+        pool = task.phrasings(include_heldout=cfg.phrasings == "all")
+        if cfg.exclude_phrasings:
+            pool = tuple(p for p in pool if p not in cfg.exclude_phrasings)
+            if not pool:
+                raise DataError(f"exclude_phrasings: no phrasing of task {task_name!r} is left for training")
+        phrasing = rng.choice(pool)
     return task.instruction(phrasing, layout), layout
 
 
@@ -120,7 +131,8 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
         chosen = (malicious[offset:] + malicious[:offset])[:need]
         for doc in chosen:
             rng = _row_rng(cfg.seed, task_name, doc.id)
-            text, cut = _head(doc.document, cfg.document_max_words)
+            text, cut = _head(drop_markers(doc.document, cfg.marker_dropout, _row_rng(cfg.seed + 7, task_name, doc.id)),
+                              cfg.document_max_words)
             shown, _ = task.make_example(text, doc.refs)
             instruction, layout = _instruction(task_name, rng, cfg)
             refusal = rng.choice(refusals).format(verb=task.refusal_verb)
@@ -131,6 +143,13 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
             ))
         records.extend(_benign_rows(docs, task_name, i, cfg))
     return stable_order(records, cfg.seed)
+
+
+def drop_markers(text: str, rate: float, rng: random.Random) -> str:
+    """Replace each marker with neutral wording with probability ``rate``."""
+    if rate <= 0:
+        return text
+    return MARKER.sub(lambda m: rng.choice(NEUTRAL) if rng.random() < rate else m.group(0), text)
 
 
 def _row_rng(seed: int, task: str, doc_id: str) -> random.Random:
@@ -147,7 +166,8 @@ def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig
             continue
         pool = []
         for doc in stable_order([d for d in docs if d.domain == domain], cfg.seed + 1):
-            text, cut = _head(doc.document, cfg.document_max_words)
+            text, cut = _head(drop_markers(doc.document, cfg.marker_dropout, _row_rng(cfg.seed + 7, task_name, doc.id)),
+                              cfg.document_max_words)
             # Every domain is cut by the same rule, so length cannot separate the domains. A translation
             # reference covers the first two sentences, so a cut document must keep both; a summary
             # reference may mention a detail past the cut (trimmed targets keep its first sentence).

@@ -1,4 +1,14 @@
-"""``xtask-safety data build|grid``: defense sets and evaluation grids from corpus files."""
+"""``xtask-safety data build|grid|inspect|import|export``.
+
+* ``data build --config recipes/data/NAME.yaml``: a whole family of sets from a data recipe
+  (:mod:`xtask_safety.data.pipeline`); ``data build --corpus ... --output FILE`` (no recipe, no
+  ``--output_dir``): one defense set from corpus JSONL files, as before.
+* ``data grid``: an evaluation grid; ``data inspect PATH``: counts, lengths, redacted rows;
+* ``data import`` / ``data export``: the paper's evaluation and saferpaca files <-> records.
+
+This is the one module of the data stage allowed to import the generation backend and the judges
+(lazily, inside :func:`_model_refusal_fns`), to sample refusals for ``refusals: model``.
+"""
 
 from __future__ import annotations
 
@@ -40,17 +50,147 @@ def _load(paths: list[str]):
     return docs
 
 
+@dataclass
+class InspectArguments:
+    rows: int = field(default=3, metadata={"help": "Example rows to show (redacted unless --show_text)."})
+    show_text: bool = field(default=False, metadata={"help": "Show malicious documents and answers unredacted."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Also report token lengths with this tokenizer."})
+
+
+@dataclass
+class ConvertArguments:
+    input: str = field(default="", metadata={"help": "Input file."})
+    output: str = field(default="", metadata={"help": "Output file."})
+    format: str = field(default="", metadata={"help": "paper_eval | saferpaca."})
+    domain: str | None = field(default=None, metadata={"help": "import paper_eval: domain of every row "
+                                                        "(default: sidecar or file-name hint)."})
+    unattributed: str = field(default="error", metadata={"help": "import paper_eval: error | skip rows whose "
+                                                         "task instruction is not recognised."})
+    sidecar: bool = field(default=True, metadata={"help": "export: write the .xtask.jsonl sidecar (lossless)."})
+
+
+SUBCOMMANDS = ("build", "grid", "inspect", "import", "export", "suite")
+
+
 def main(argv: list[str] | None = None) -> int:
     from xtask_safety.config import parse_recipe
+
+    argv = list(argv or [])
+    if not argv or argv[0] not in SUBCOMMANDS:
+        raise ConfigError(f"data: expected a sub-command: {', '.join(SUBCOMMANDS)}")
+    action, rest = argv[0], argv[1:]
+    if action == "suite":
+        from xtask_safety.data.suites import main as suite_main
+
+        return suite_main(rest)
+    if action == "build" and ("--config" in rest or "--output_dir" in rest or any(
+            a.startswith("--output_dir=") for a in rest)):
+        return _recipe_build(rest)
+    if action == "inspect":
+        return _inspect(rest)
+    if action in ("import", "export"):
+        return _convert(action, rest)
+    return _legacy(action, rest, parse_recipe)
+
+
+def _recipe_build(rest: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.data.pipeline import DataBuildArguments, run_build
+
+    (args,) = parse_recipe((DataBuildArguments,), rest, prog="xtask-safety data build")
+    generator = judge = None
+    if args.refusals == "model":
+        generator, judge = _model_refusal_fns(args)
+    result = run_build(args, generator=generator, judge=judge)
+    m = result.manifest
+    print(json.dumps({
+        "output_dir": str(result.output_dir), "sets": len(m["sets"]), "eval_files": len(m["eval_files"]),
+        "rows": sum(s["rows"] for s in m["sets"]), "refusals": m["refusals"],
+        "truncation": {k: m["truncation"][k] for k in ("rows_shortened", "rows_dropped")} if m["truncation"] else None,
+        "leaks": m["hygiene"]["leakage"]["final_leaks"], "seconds": round(result.seconds, 2),
+    }))
+    return 0
+
+
+def _model_refusal_fns(args):
+    """Generator (Transformers backend, sampling) and judge (rule judge) for ``refusals: model``."""
+    from dataclasses import replace as dc_replace
+
+    from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+    from xtask_safety.models import load_model, offline_defaults
+    from xtask_safety.score.judges import RuleJudge
+
+    if not args.refusal_model:
+        raise ConfigError("refusals: model needs refusal_model (a model path, HF id or 'embedded')")
+    offline_defaults()
+    loaded = load_model(args.refusal_model)
+    backend = TransformersBackend(loaded, args.refusal_batch_size, args.prompt_template, args.refusal_system_prompt)
+    base = SamplingConfig(max_new_tokens=args.refusal_max_new_tokens, do_sample=True,
+                          temperature=args.refusal_temperature, seed=args.seed)
+    rule = RuleJudge()
+
+    def generate(rows, attempt: int) -> list[str]:
+        texts = [backend.render(r.prompt()) for r in rows]
+        out: list[str] = [""] * len(texts)
+        for b, batch in enumerate(backend.plan(texts)):
+            sampling = dc_replace(base, seed=args.seed + 100_003 * attempt + b)
+            for i, o in zip(batch, backend.generate_batch([texts[i] for i in batch], sampling, rows=batch),
+                            strict=True):
+                out[i] = o["text"]
+        return out
+
+    def judge(rec, text: str) -> str:
+        return rule(text, rec.document, rec.task, rec.instruction).label
+
+    return generate, judge
+
+
+def _inspect(rest: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.data.inspect import inspect_path
+
+    if not rest or rest[0].startswith("-"):
+        raise ConfigError("data inspect: expected a PATH (record file, paper-format file or build directory)")
+    path, flags = rest[0], rest[1:]
+    (args,) = parse_recipe((InspectArguments,), flags, prog="xtask-safety data inspect")
+    tok = None
+    if args.tokenizer:
+        from xtask_safety.models import load_tokenizer, offline_defaults, resolve_model_path
+
+        offline_defaults()
+        tok = load_tokenizer(resolve_model_path(args.tokenizer))
+    print(inspect_path(path, args.rows, args.show_text, tok))
+    return 0
+
+
+def _convert(action: str, rest: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.data import formats
+    from xtask_safety.records import read_records, write_jsonl
+
+    (args,) = parse_recipe((ConvertArguments,), rest, prog=f"xtask-safety data {action}")
+    if not args.input or not args.output or args.format not in ("paper_eval", "saferpaca"):
+        raise ConfigError(f"data {action}: --input, --output and --format (paper_eval | saferpaca) are required")
+    if action == "import":
+        if args.format == "paper_eval":
+            rows = formats.read_paper_eval_file(args.input, args.domain, unattributed=args.unattributed)
+        else:
+            rows = formats.read_saferpaca(args.input)
+        n = write_jsonl(args.output, rows)
+    else:
+        records = read_records(args.input)
+        writer = formats.write_paper_eval_file if args.format == "paper_eval" else formats.write_saferpaca
+        n = writer(args.output, records, sidecar=args.sidecar)
+    print(json.dumps({"output": args.output, "records": n}))
+    return 0
+
+
+def _legacy(action: str, rest: list[str], parse_recipe) -> int:
     from xtask_safety.data.builder import BuildConfig, build_defense_set, build_eval_grid, load_refusals
     from xtask_safety.data.corpus import split_corpus
     from xtask_safety.records import write_jsonl
     from xtask_safety.tasks import parse_task_list
 
-    argv = list(argv or [])
-    if not argv or argv[0] not in ("build", "grid"):
-        raise ConfigError("data: expected a sub-command: build (defense set) or grid (evaluation grid)")
-    action, rest = argv[0], argv[1:]
     (args,) = parse_recipe((DataArguments,), rest, prog=f"xtask-safety data {action}")
     if not args.output:
         raise ConfigError(f"data {action}: --output is required")

@@ -1,59 +1,174 @@
-"""``xtask-safety generate``: answers for every record of a JSONL file, resumable and shardable."""
+"""``xtask-safety generate``: answers for every record of a JSONL file, resumable and shardable.
+
+    xtask-safety generate --input grid.jsonl --output runs/gen/base.jsonl            # CPU, batched
+    xtask-safety generate --input grid.jsonl --backend vllm \\
+        --adapters d100=runs/adapters/d100 d400=runs/adapters/d400 --include_base \\
+        --output 'runs/gen/{name}.jsonl' --shard 0/4                                  # one GPU of four
+    xtask-safety generate merge runs/gen/s*/d100.jsonl --input grid.jsonl --output runs/gen/d100.jsonl
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xtask_safety.errors import ConfigError
+
+BACKENDS = ("transformers", "vllm")
 
 
 @dataclass
 class GenerateArguments:
     input: str = field(default="", metadata={"help": "Records to answer (JSONL, record schema)."})
-    output: str = field(default="", metadata={"help": "Output JSONL; existing ids are skipped (resume)."})
+    output: str = field(default="", metadata={
+        "help": "Output JSONL; existing ids are skipped (resume). With several runs, a pattern with {name}."})
     model_name_or_path: str = field(default="embedded", metadata={"help": "Base model: HF id, path, .gguf, embedded."})
     gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
-    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter directory (safetensors)."})
+    adapter: str | None = field(default=None, metadata={"help": "One LoRA adapter directory (safetensors)."})
+    adapters: list[str] = field(default_factory=list, metadata={
+        "help": "Several adapters as NAME=DIR; one output per adapter (vLLM: one engine for all)."})
+    include_base: bool = field(default=False, metadata={"help": "With --adapters: also answer with the base model "
+                                                                "(run name 'base')."})
     backend: str = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
-    batch_size: int = field(default=16, metadata={"help": "Prompts per batch."})
+    batch_size: int = field(default=16, metadata={"help": "transformers: prompts per batch."})
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens generated per answer."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: none)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto."})
+    dtype: str | None = field(default=None, metadata={
+        "help": "float32, bfloat16, float16 or auto (default: float32 for transformers, auto for vllm)."})
     prompt_template: str = field(default="chat", metadata={"help": "chat or alpaca."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message (None: template default)."})
     shard: str | None = field(default=None, metadata={"help": "Only shard i/n of the records (0-based)."})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "Longest prompt + answer in tokens (default: the model's)."})
+    on_too_long: str = field(default="error", metadata={
+        "help": "Prompts that do not fit: error (stop before generating) or skip (write them with response null)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (tensor parallel)."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: share of GPU memory to use."})
+    enforce_eager: bool = field(default=False, metadata={"help": "vllm: no CUDA graphs (faster start)."})
+    chunk_size: int = field(default=2048, metadata={"help": "vllm: prompts per generate call (the unit of resume)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the checkpoint."})
     quiet: bool = field(default=False, metadata={"help": "No progress bar."})
 
 
+@dataclass
+class MergeArguments:
+    shards: list[str] = field(default_factory=list, metadata={"help": "Output files of the shard jobs."})
+    output: str = field(default="", metadata={"help": "Merged JSONL."})
+    input: str | None = field(default=None, metadata={
+        "help": "The records that were sharded: checks every id is there once and keeps their order."})
+
+
+def parse_adapters(args: GenerateArguments) -> list[tuple[str, str | None]]:
+    """``[(run name, adapter dir or None)]`` from --adapter / --adapters / --include_base."""
+    if args.adapter and args.adapters:
+        raise ConfigError("generate: give --adapter or --adapters, not both")
+    if args.adapter:
+        return [("adapter", args.adapter)]
+    runs: list[tuple[str, str | None]] = [("base", None)] if (args.include_base or not args.adapters) else []
+    seen = {n for n, _ in runs}
+    for item in args.adapters:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--adapters: expected NAME=DIR, got {item!r}")
+        if name in seen:
+            raise ConfigError(f"--adapters: run name {name!r} used twice")
+        seen.add(name)
+        runs.append((name.strip(), path.strip()))
+    return runs
+
+
+def output_paths(pattern: str, names: list[str]) -> list[Path]:
+    if len(names) > 1 and "{name}" not in pattern:
+        raise ConfigError(f"--output: {len(names)} runs ({', '.join(names)}) need a pattern with {{name}}, "
+                          "e.g. runs/gen/{name}.jsonl")
+    return [Path(pattern.replace("{name}", n)) for n in names]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
     from xtask_safety.config import parse_recipe
 
     (args,) = parse_recipe((GenerateArguments,), argv, prog="xtask-safety generate")
     if not args.input or not args.output:
         raise ConfigError("generate: --input and --output are required")
-    if args.backend != "transformers":
-        raise ConfigError(f"backend: {args.backend!r} is not available yet; use 'transformers'")
-    from xtask_safety.generate.run import generate_to_file, shard_records
-    from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
-    from xtask_safety.models import check_adapter_dir, load_model, offline_defaults
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {BACKENDS}, got {args.backend!r}")
+    from xtask_safety.generate.run import ON_TOO_LONG, Run, generate_runs, parse_shard, shard_records
+    from xtask_safety.generate.transformers_backend import SamplingConfig
+    from xtask_safety.models import check_adapter_dir, offline_defaults
     from xtask_safety.records import read_records
 
+    if args.on_too_long not in ON_TOO_LONG:
+        raise ConfigError(f"on_too_long: expected one of {ON_TOO_LONG}, got {args.on_too_long!r}")
+    if args.shard:
+        parse_shard(args.shard)
+    specs = parse_adapters(args)
+    paths = output_paths(args.output, [n for n, _ in specs])
     offline_defaults()
     records = shard_records(read_records(args.input), args.shard)
-    if args.adapter:
-        check_adapter_dir(args.adapter)
-    loaded = load_model(args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype,
-                        adapter=args.adapter, trust_remote_code=args.trust_remote_code)
-    backend = TransformersBackend(loaded, args.batch_size, args.prompt_template, args.system_prompt)
+    for _, adapter in specs:
+        if adapter:
+            check_adapter_dir(adapter)
     sampling = SamplingConfig(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, args.num_beams,
                               args.seed)
-    info = {"model": args.model_name_or_path, "adapter": args.adapter, "backend": args.backend}
-    rows = generate_to_file(records, backend, args.output, sampling, run_info=info, progress=not args.quiet)
-    print(json.dumps({"output": args.output, "records": len(rows)}))
+
+    def info(name: str, adapter: str | None) -> dict:
+        return {"model": args.model_name_or_path, "adapter": adapter, "run": name, "backend": args.backend,
+                "prompt_template": args.prompt_template, "system_prompt": args.system_prompt}
+
+    counts: dict[str, int] = {}
+    common = {"sampling": sampling, "progress": not args.quiet, "on_too_long": args.on_too_long}
+    if args.backend == "vllm":
+        from xtask_safety.generate.vllm_backend import VLLMBackend
+        from xtask_safety.models import resolve_model_path
+
+        backend = VLLMBackend(
+            resolve_model_path(args.model_name_or_path, args.gguf_file),
+            adapters={n: a for n, a in specs if a}, tensor_parallel_size=args.tensor_parallel_size,
+            max_model_len=args.max_model_len, dtype=args.dtype or "auto",
+            gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed,
+            prompt_template=args.prompt_template, system_prompt=args.system_prompt,
+            trust_remote_code=args.trust_remote_code, enforce_eager=args.enforce_eager, chunk_size=args.chunk_size,
+        )
+        runs = [Run(p, n if a else None, info(n, a)) for (n, a), p in zip(specs, paths, strict=True)]
+        rows = generate_runs(records, backend, runs, desc="generate (vllm)", **common)
+        counts = {n: len(r) for (n, _), r in zip(specs, rows, strict=True)}
+    else:
+        from xtask_safety.generate.transformers_backend import TransformersBackend
+        from xtask_safety.models import load_model
+
+        for (name, adapter), path in zip(specs, paths, strict=True):
+            loaded = load_model(args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype or "float32",
+                                adapter=adapter, trust_remote_code=args.trust_remote_code)
+            backend = TransformersBackend(loaded, args.batch_size, args.prompt_template, args.system_prompt,
+                                          max_model_len=args.max_model_len)
+            rows = generate_runs(records, backend, [Run(path, None, info(name, adapter))], desc=f"generate ({name})",
+                                 **common)
+            counts[name] = len(rows[0])
+    print(json.dumps({"outputs": {n: str(p) for (n, _), p in zip(specs, paths, strict=True)}, "records": counts}))
+    return 0
+
+
+def merge_main(argv: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.generate.run import merge_outputs
+
+    positional = []
+    while argv and not argv[0].startswith("--"):
+        positional.append(argv.pop(0))
+    if positional:
+        argv = ["--shards", *positional, *argv]
+    (args,) = parse_recipe((MergeArguments,), argv, prog="xtask-safety generate merge")
+    if not args.shards or not args.output:
+        raise ConfigError("generate merge: shard files and --output are required")
+    if Path(args.output).resolve() in {Path(s).resolve() for s in args.shards}:
+        raise ConfigError("generate merge: --output must not be one of the shard files")
+    print(json.dumps(merge_outputs(args.shards, args.output, args.input)))
     return 0

@@ -1,29 +1,64 @@
-"""Resumable generation over a record file: one JSON line per record, keyed by id."""
+"""Resumable, shardable generation over record files: one JSON line per record, keyed by id.
+
+Both backends (Transformers, vLLM) go through :func:`generate_runs`:
+
+* the batch plan is made over *all* records of the run, then batches already written are skipped,
+  so a resumed run sees exactly the batches (and sampling seeds) an uninterrupted run sees: greedy
+  output is byte-identical, sampled output is the same sample;
+* rows are appended and fsynced as each batch finishes; a kill loses at most the batch in flight;
+* prompts longer than the model can take (prompt tokens + ``max_new_tokens`` > ``max_model_len``)
+  stop the job before any generation (``on_too_long="error"``), or are written as rows with
+  ``response: null`` and ``finish: "prompt_too_long"`` (``"skip"``): never dropped silently;
+* an output file written with other settings (sampling, model, adapter) is refused, so one file
+  never mixes two configurations;
+* :func:`merge_outputs` joins the files of ``--shard i/n`` jobs and checks that every input id is
+  there exactly once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+import sys
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from xtask_safety.errors import DataError
+from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.generate.transformers_backend import SamplingConfig
-from xtask_safety.records import JsonlAppender, Record
+from xtask_safety.records import JsonlAppender, Record, read_jsonl, read_records, write_jsonl
+
+ON_TOO_LONG = ("error", "skip")
+PER_ROW_KEYS = frozenset({"n_tokens", "finish", "prompt_tokens"})  # generation meta that is not a setting
 
 
 def shard_records(records: list[Record], shard: str | None) -> list[Record]:
     """Keep shard ``i/n`` (0-based) of the records, by position in the input file."""
     if not shard:
         return records
+    i, n = parse_shard(shard)
+    return [r for k, r in enumerate(records) if k % n == i]
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in shard.split("/"))
         if not 0 <= i < n:
             raise ValueError
     except ValueError:
         raise DataError(f"--shard: expected i/n with 0 <= i < n, got {shard!r}") from None
-    return [r for k, r in enumerate(records) if k % n == i]
+    return i, n
+
+
+@dataclass
+class Run:
+    """One output file: every record answered by one model (and LoRA adapter)."""
+
+    path: Path
+    adapter: str | None = None  # adapter name known to the backend (vLLM); None: the model as loaded
+    run_info: dict[str, Any] = field(default_factory=dict)
 
 
 def generate_to_file(
@@ -34,38 +69,226 @@ def generate_to_file(
     run_info: dict[str, Any] | None = None,
     desc: str = "generate",
     progress: bool = True,
+    adapter: str | None = None,
+    on_too_long: str = "error",
 ) -> list[dict[str, Any]]:
-    """Generate an answer for every record not yet in ``out_path``; return all rows in input order.
+    """Generate an answer for every record not yet in ``out_path``; return all rows in input order."""
+    run = Run(Path(out_path), adapter, dict(run_info or {}))
+    return generate_runs(records, backend, [run], sampling, desc=desc, progress=progress, on_too_long=on_too_long)[0]
 
-    Rows are appended (and fsynced) batch by batch, so a killed run loses at most one batch and a
-    rerun continues where it stopped. Greedy decoding gives the same text on a rerun.
+
+def generate_runs(
+    records: list[Record],
+    backend: Any,
+    runs: list[Run],
+    sampling: SamplingConfig | None = None,
+    desc: str = "generate",
+    progress: bool = True,
+    on_too_long: str = "error",
+) -> list[list[dict[str, Any]]]:
+    """Answer ``records`` once per run (e.g. per LoRA adapter) with one backend; rows per run, input order.
+
+    A backend with ``supports_adapters`` (vLLM) receives the runs' prompts mixed in the same batches,
+    each with its adapter; any other backend accepts only runs without an adapter name.
     """
     sampling = sampling or SamplingConfig()
+    if on_too_long not in ON_TOO_LONG:
+        raise ConfigError(f"on_too_long: expected one of {ON_TOO_LONG}, got {on_too_long!r}")
+    if not runs:
+        raise ConfigError("generate: no output runs")
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
         raise DataError(f"generation input: duplicate id {dup!r}")
-    with JsonlAppender(out_path) as out:
-        todo = [r for r in records if r.id not in out.done]
-        if todo:
-            texts = [backend.render(r.prompt()) for r in todo]
-            batches = backend.plan(texts)
-            bar = tqdm(total=len(todo), desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
-            for b, batch in enumerate(batches):
-                # Sampling seeds depend on the batch, so a resumed run samples like a fresh one would.
-                batch_sampling = replace(sampling, seed=sampling.seed + b)
-                outs = backend.generate_batch([texts[i] for i in batch], batch_sampling, rows=batch)
-                for i, o in zip(batch, outs, strict=True):
-                    rec = todo[i]
-                    row = rec.to_dict()
-                    row["response"] = o["text"]
-                    row["meta"] = {
-                        **rec.meta,
-                        "generation": {"n_tokens": o["n_tokens"], "finish": o["finish"], **(run_info or {})},
-                    }
-                    out.append(row)
-                bar.update(len(batch))
-            bar.close()
-        done = out.done
-    return [done[i] for i in ids if i in done]
+    paths = [run.path.resolve() for run in runs]
+    if len(set(paths)) != len(paths):
+        raise ConfigError("generate: two runs write to the same output file")
+    adapters_ok = getattr(backend, "supports_adapters", False)
+    if not adapters_ok and any(run.adapter for run in runs):
+        raise ConfigError(f"backend {getattr(backend, 'name', backend)!r}: cannot switch adapters within a run")
 
+    texts = [backend.render(r.prompt()) for r in records]
+    too_long = find_too_long(records, texts, backend, sampling)
+    if too_long and on_too_long == "error":
+        raise DataError(too_long_message(too_long, len(records), backend, sampling, ids))
+
+    settings = [{**run.run_info, "sampling": asdict(sampling)} for run in runs]
+    with ExitStack() as stack:
+        outs = [stack.enter_context(JsonlAppender(run.path)) for run in runs]
+        for run, out, expected in zip(runs, outs, settings, strict=True):
+            _check_settings(run.path, out.done, set(ids), expected)
+        for j, out in enumerate(outs):
+            for i, n_prompt in too_long.items():
+                if records[i].id not in out.done:
+                    out.append(_row(records[i], None, {"n_tokens": 0, "finish": "prompt_too_long",
+                                                       "prompt_tokens": n_prompt}, settings[j]))
+        if too_long:
+            print(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
+                  + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]), file=sys.stderr)
+
+        jobs = [(j, i) for j in range(len(runs)) for i in range(len(records)) if i not in too_long]
+        job_texts = [texts[i] for _, i in jobs]
+        pending = sum(1 for j, i in jobs if ids[i] not in outs[j].done)
+        missing: list[str] = []
+        if pending:
+            batches = backend.plan(job_texts)
+            bar = tqdm(total=pending, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
+            for b, batch in enumerate(batches):
+                todo = [k for k in batch if ids[jobs[k][1]] not in outs[jobs[k][0]].done]
+                if not todo:
+                    continue  # written before an interruption: the plan is the same, so skip it whole
+                # Seeds depend on the batch's place in the full plan, so a resumed run samples like a fresh one.
+                # Adapter-aware backends (vLLM) seed each request from its record id instead: the same record
+                # then draws the same random numbers under every adapter (a paired comparison).
+                batch_sampling = sampling if adapters_ok else replace(sampling, seed=sampling.seed + b)
+                extra: dict[str, Any] = {}
+                if adapters_ok:
+                    extra = {"adapters": [runs[jobs[k][0]].adapter for k in batch],
+                             "keys": [ids[jobs[k][1]] for k in batch]}
+                results = backend.generate_batch([job_texts[k] for k in batch], batch_sampling, rows=batch, **extra)
+                if len(results) != len(batch):
+                    raise DataError(f"backend returned {len(results)} outputs for a batch of {len(batch)}")
+                todo_set = set(todo)
+                for k, res in zip(batch, results, strict=True):
+                    if k not in todo_set:
+                        continue
+                    j, i = jobs[k]
+                    if res is None:  # the backend lost this request: report it, never drop it silently
+                        missing.append(f"{runs[j].path.name}:{ids[i]}")
+                        continue
+                    gen = {"n_tokens": res["n_tokens"], "finish": res["finish"]}
+                    outs[j].append(_row(records[i], res["text"], gen, settings[j]))
+                bar.update(len(todo))
+            bar.close()
+        if missing:
+            raise DataError(f"generate: no output came back for {len(missing)} request(s) "
+                            f"({', '.join(missing[:5])}); the others were written, rerun to retry them")
+        return [[out.done[i] for i in ids if i in out.done] for out in outs]
+
+
+def _row(rec: Record, text: str | None, gen: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    row = rec.to_dict()
+    row["response"] = text
+    row["meta"] = {**rec.meta, "generation": {**gen, **settings}}
+    return row
+
+
+def _norm(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def settings_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    gen = (row.get("meta") or {}).get("generation")
+    if not isinstance(gen, dict):
+        return None
+    return {k: v for k, v in gen.items() if k not in PER_ROW_KEYS}
+
+
+def _check_settings(path: Path, done: dict[str, dict], ids: set[str], expected: dict[str, Any]) -> None:
+    """Refuse to resume into a file that holds answers produced with other settings."""
+    for rid, row in done.items():
+        if rid not in ids:
+            continue
+        old = settings_of(row)
+        if old is None:
+            raise DataError(f"{path}: row {rid!r} has no generation metadata; not an output of `generate` "
+                            "(write to a new --output)")
+        # Files from before settings were recorded (no 'sampling') are compared on the keys they have.
+        keys = set(old) | set(expected) if "sampling" in old else set(old) & set(expected)
+        for key in sorted(keys):
+            if _norm(old.get(key)) != _norm(expected.get(key)):
+                raise DataError(f"{path}: holds answers generated with other settings ({key}: {old.get(key)!r}, "
+                                f"now {expected.get(key)!r}); write to a new --output or delete the file")
+        return  # rows of one file were written by one configuration; the first is enough
+
+
+# ------------------------------------------------------------------------------------ prompt length
+
+
+def find_too_long(records: list[Record], texts: list[str], backend: Any, sampling: SamplingConfig) -> dict[int, int]:
+    """``{record index: prompt tokens}`` for prompts that leave no room for ``max_new_tokens``."""
+    limit = getattr(backend, "max_model_len", None)
+    if not limit or not hasattr(backend, "prompt_lengths"):
+        return {}
+    lengths = backend.prompt_lengths(texts)
+    return {i: n for i, n in enumerate(lengths) if n + sampling.max_new_tokens > limit}
+
+
+def too_long_message(too_long: dict[int, int], total: int, backend: Any, sampling: SamplingConfig,
+                     ids: list[str] | None = None) -> str:
+    worst = sorted(too_long.items(), key=lambda kv: -kv[1])[:5]
+    names = ", ".join(f"#{i}" if ids is None else ids[i] for i, _ in worst)
+    return (f"{len(too_long)} of {total} prompts do not fit max_model_len {backend.max_model_len} with "
+            f"max_new_tokens {sampling.max_new_tokens} (longest: {max(too_long.values())} prompt tokens; records "
+            f"{names}); shorten the documents, raise --max_model_len, or pass --on_too_long skip to write them "
+            "with response null")
+
+
+# ------------------------------------------------------------------------------------------ merge
+
+
+def merge_outputs(
+    shard_paths: list[str | Path], out_path: str | Path, input_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Join shard outputs into one file (atomic write); returns a small report.
+
+    Every id must come from one shard only (an identical copy in two shards is tolerated and
+    counted); the shards must share their sampling settings and backend. With ``input_path`` (the
+    records that were sharded) the merged file holds exactly those ids, in input order.
+    """
+    if not shard_paths:
+        raise ConfigError("merge: no shard files given")
+    rows: dict[str, dict[str, Any]] = {}
+    origin: dict[str, str] = {}
+    order: list[str] = []
+    duplicates = 0
+    ref_settings: tuple[str, dict[str, Any]] | None = None
+    notes: list[str] = []
+    for path in map(Path, shard_paths):
+        n_lines = 0
+        for lineno, row in read_jsonl(path):
+            n_lines += 1
+            where = f"{path}:{lineno}"
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                raise DataError(f"{where}: expected an object with a string 'id'")
+            settings = settings_of(row)
+            if settings is None:
+                raise DataError(f"{where}: no generation metadata (not an output of `generate`)")
+            if ref_settings is None:
+                ref_settings = (where, settings)
+            else:
+                for key in sorted(set(settings) | set(ref_settings[1])):
+                    a, b = settings.get(key), ref_settings[1].get(key)
+                    if _norm(a) == _norm(b):
+                        continue
+                    if key in ("sampling", "backend"):
+                        raise DataError(f"{where}: {key} differs from {ref_settings[0]} ({a!r} vs {b!r}); "
+                                        "shards of one run must share their settings")
+                    note = f"{key} differs between shards ({b!r} in {ref_settings[0]}, {a!r} in {where})"
+                    if note.split(" (")[0] not in {n.split(" (")[0] for n in notes}:
+                        notes.append(note)
+            rid = row["id"]
+            if rid in rows:
+                if _norm(rows[rid]) != _norm(row):
+                    raise DataError(f"{where}: id {rid!r} is also in {origin[rid]} with a different answer")
+                duplicates += 1
+                continue
+            rows[rid], origin[rid] = row, where
+            order.append(rid)
+        if n_lines == 0:
+            notes.append(f"{path}: empty shard")
+    if input_path is not None:
+        want = [r.id for r in read_records(input_path)]
+        missing = [i for i in want if i not in rows]
+        extra = sorted(set(rows) - set(want))
+        if missing:
+            raise DataError(f"merge: {len(missing)} of {len(want)} input ids are in no shard (first: "
+                            f"{', '.join(missing[:5])}); finish or rerun the shard that holds them")
+        if extra:
+            raise DataError(f"merge: {len(extra)} ids are not in {input_path} (first: {', '.join(extra[:5])})")
+        order = want
+    n = write_jsonl(out_path, [rows[i] for i in order])
+    not_generated = sum(1 for i in order if rows[i].get("response") is None)
+    return {"output": str(out_path), "records": n, "shards": len(shard_paths), "identical_duplicates": duplicates,
+            "not_generated": not_generated, "notes": notes}

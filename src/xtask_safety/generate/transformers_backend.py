@@ -51,6 +51,7 @@ class TransformersBackend:
         prompt_template: str = "chat",
         system_prompt: str | None = None,
         share_prefix: bool = True,
+        max_model_len: int | None = None,
     ):
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -61,6 +62,11 @@ class TransformersBackend:
         self.share_prefix = share_prefix
         self._ids: list[list[int]] = []
         self._batches: dict[tuple[int, ...], Batch] = {}
+        # Prompt + answer must fit the positions the model was trained on (checked before generating).
+        self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+
+    def prompt_lengths(self, texts: list[str]) -> list[int]:
+        return [len(x) for x in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def render(self, user_text: str) -> str:
         return format_prompt(self.tokenizer, user_text, self.prompt_template, self.system_prompt)
@@ -160,21 +166,25 @@ class TransformersBackend:
             cache = out.past_key_values
             next_pos = pos[:, -1] + 1
 
-            # 3. decode
+            # 3. decode; rows that reached end-of-sequence leave the batch (their cache rows are dropped),
+            #    so a batch costs what its still-running rows cost, as one-at-a-time generation does.
             new_tokens = torch.full((n, sampling.max_new_tokens), pad, dtype=torch.long)
-            done = torch.zeros(n, dtype=torch.bool)
             lengths = torch.full((n,), sampling.max_new_tokens, dtype=torch.long)
+            active = torch.arange(n)  # batch row -> original row
+            eos_ids = torch.tensor(sorted(eos))
             logits = out.logits[:, -1, :].float().cpu()
             for step in range(sampling.max_new_tokens):
                 tok = _pick(logits, sampling, gen)
-                tok = torch.where(done, torch.full_like(tok, pad), tok)
-                new_tokens[:, step] = tok
-                finished_now = (~done) & torch.isin(tok, torch.tensor(sorted(eos)))
-                lengths[finished_now] = step
-                done |= finished_now
-                if bool(done.all()) or step == sampling.max_new_tokens - 1:
+                new_tokens[active, step] = tok
+                finished_now = torch.isin(tok, eos_ids)
+                lengths[active[finished_now]] = step
+                if bool(finished_now.all()) or step == sampling.max_new_tokens - 1:
                     break
-                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
+                if bool(finished_now.any()):
+                    keep = (~finished_now).nonzero().squeeze(-1)
+                    cache.reorder_cache(keep.to(dev))
+                    active, tok, mask, next_pos = active[keep], tok[keep], mask[keep], next_pos[keep]
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
                 out = model(input_ids=tok[:, None].to(dev), attention_mask=mask.to(dev),
                             position_ids=next_pos[:, None].to(dev), past_key_values=cache, use_cache=True)
                 cache = out.past_key_values

@@ -1,7 +1,17 @@
-"""``xtask-safety score``: judge generated answers, write per-record JSONL and summary tables."""
+"""``xtask-safety score``: judge generated answers, write per-record JSONL and summary tables.
+
+    xtask-safety score --input gen.jsonl --output_dir out [--baseline base_gen.jsonl]
+        [--judge_answers judge_answers.jsonl] [--classifier_judge DIR]
+    xtask-safety score prompts --input gen.jsonl --output judge_prompts.jsonl   # for an LLM judge
+
+Writes ``scored.jsonl`` (every judge's verdict and the utility metrics per record), ``summary.json``
+and ``summary.md`` (pass rates with Wilson intervals, utility beside them, judge agreement and, with
+``--baseline``, exact McNemar tests paired by id).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,34 +22,122 @@ from xtask_safety.errors import ConfigError
 class ScoreArguments:
     input: str = field(default="", metadata={"help": "Generated answers (JSONL from `generate`)."})
     output_dir: str = field(default="", metadata={"help": "Writes scored.jsonl, summary.json, summary.md."})
-    judges: list[str] = field(default_factory=lambda: ["paper", "rule"], metadata={"help": "Judges to run."})
-    primary_judge: str = field(default="rule", metadata={"help": "Judge used for the Markdown table."})
+    judges: list[str] = field(default_factory=lambda: ["paper", "rule"], metadata={"help": "Rule judges to run."})
+    primary_judge: str = field(default="rule", metadata={"help": "Judge used for the main tables and McNemar."})
+    baseline: str | None = field(default=None, metadata={
+        "help": "Another run on the same records (generated or scored JSONL): paired McNemar per cell."})
+    judge_answers: list[str] = field(default_factory=list, metadata={
+        "help": "LLM-judge answers (a `generate` output for `score prompts`), as FILE or NAME=FILE (name: llm)."})
+    classifier_judge: str | None = field(default=None, metadata={
+        "help": "A local sequence-classification model used as a judge (labels: refuse/comply/partial/degenerate)."})
+    classifier_label_map: list[str] = field(default_factory=list, metadata={
+        "help": "Map classifier labels onto ours, e.g. LABEL_0=comply LABEL_1=refuse."})
+    utility: bool = field(default=True, metadata={"help": "Compute per-task utility metrics."})
+
+
+@dataclass
+class PromptArguments:
+    input: str = field(default="", metadata={"help": "Generated answers (JSONL from `generate`)."})
+    output: str = field(default="", metadata={"help": "Judge prompts as records, for `xtask-safety generate`."})
+    max_document_chars: int = field(default=2000, metadata={"help": "Cut documents in the prompt to this length."})
+
+
+def _read_rows(path: str) -> list[dict]:
+    from xtask_safety.errors import DataError
+    from xtask_safety.records import read_jsonl
+
+    rows = []
+    for lineno, obj in read_jsonl(path):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+        for key in ("id", "task", "domain"):
+            if not isinstance(obj.get(key), str):
+                raise DataError(f"{path}:{lineno}: missing or non-string key '{key}'")
+        rows.append(obj)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: duplicate ids (merge shard outputs with `xtask-safety generate merge`)")
+    return rows
+
+
+def _pairs(items: list[str], default: str, what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            name, value = default, item
+        if not name or not value:
+            raise ConfigError(f"{what}: expected NAME=VALUE or VALUE, got {item!r}")
+        out.append((name, value))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv and argv[0] == "prompts":
+        return prompts_main(argv[1:])
     from xtask_safety.config import parse_recipe
-    from xtask_safety.records import check_writable_dir, read_jsonl, write_json, write_jsonl
-    from xtask_safety.report.tables import label_table, single_table
-    from xtask_safety.score.run import judge_rows, summarize
+    from xtask_safety.records import atomic_write_text, check_writable_dir, write_json, write_jsonl
+    from xtask_safety.score.markdown import summary_markdown
+    from xtask_safety.score.metrics import paired_table
+    from xtask_safety.score.model_judge import ClassifierJudge, verdicts_from_answers
+    from xtask_safety.score.run import add_utility, judge_rows, summarize
 
     (args,) = parse_recipe((ScoreArguments,), argv, prog="xtask-safety score")
     if not args.input or not args.output_dir:
         raise ConfigError("score: --input and --output_dir are required")
-    if args.primary_judge not in args.judges:
-        raise ConfigError(f"primary_judge: {args.primary_judge!r} is not among judges {args.judges}")
+    answer_files = _pairs(args.judge_answers, "llm", "--judge_answers")
+    model_names = [n for n, _ in answer_files] + (["classifier"] if args.classifier_judge else [])
+    all_names = list(args.judges) + model_names
+    if len(set(all_names)) != len(all_names):
+        raise ConfigError(f"judges: names used twice in {all_names}")
+    if args.primary_judge not in all_names:
+        raise ConfigError(f"primary_judge: {args.primary_judge!r} is not among judges {all_names}")
+    label_map = dict(_pairs(args.classifier_label_map, "", "--classifier_label_map"))
+    rows = _read_rows(args.input)
     out = check_writable_dir(args.output_dir)
-    rows = [obj for _, obj in read_jsonl(args.input)]
-    scored = judge_rows(rows, args.judges)
-    summary = summarize(scored)
+
+    extra = {}
+    for name, path in answer_files:
+        extra[name] = verdicts_from_answers(rows, _read_rows(path), path)
+    if args.classifier_judge:
+        extra["classifier"] = ClassifierJudge(args.classifier_judge, label_map).judge_many(rows)
+    scored = judge_rows(rows, args.judges, extra=extra)
+    if args.utility:
+        scored = add_utility(scored)
+    summary = summarize(scored, primary=args.primary_judge)
+    paired = None
+    if args.baseline:
+        base = _read_rows(args.baseline)
+        if not all(args.primary_judge in (r.get("judgements") or {}) for r in base):
+            if args.primary_judge not in args.judges:
+                raise ConfigError(f"--baseline: {args.baseline} has no {args.primary_judge!r} verdicts; score it "
+                                  "with the same judges first")
+            base = judge_rows(base, [args.primary_judge])
+        paired = paired_table(base, scored, args.primary_judge)
+        if paired["n_pairs"] == 0:
+            raise ConfigError(f"--baseline: {args.baseline} shares no record ids with {args.input}")
+        summary["paired"] = paired
+        summary["baseline"] = args.baseline
     write_jsonl(Path(out) / "scored.jsonl", scored)
     write_json(Path(out) / "summary.json", summary)
-    table = summary["judges"][args.primary_judge]
-    tasks = list(table["cells"])
-    domains = sorted({d for t in table["cells"].values() for d in t})
-    md = (f"# Pass rates ({args.primary_judge} judge, 95% Wilson intervals)\n\n{single_table(table, tasks, domains)}\n\n"
-          f"## Labels\n\n{label_table(table, domains)}\n")
-    from xtask_safety.records import atomic_write_text
-
+    md = summary_markdown(summary, args.primary_judge, paired, args.baseline)
     atomic_write_text(Path(out) / "summary.md", md)
     print(md)
+    return 0
+
+
+def prompts_main(argv: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.records import write_jsonl
+    from xtask_safety.score.model_judge import judge_prompt_records
+
+    (args,) = parse_recipe((PromptArguments,), argv, prog="xtask-safety score prompts")
+    if not args.input or not args.output:
+        raise ConfigError("score prompts: --input and --output are required")
+    recs = judge_prompt_records(_read_rows(args.input), max_document_chars=args.max_document_chars)
+    n = write_jsonl(args.output, recs)
+    print(json.dumps({"output": args.output, "records": n}))
     return 0

@@ -58,10 +58,19 @@ def split_of(row_id: str) -> str:
 
 
 def evaluate_judge(judge: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_score, recall_score
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        precision_score,
+        recall_score,
+    )
 
     gold = [r["label"] for r in rows]
-    pred = [judge(r["response"], r["document"], r["task"]).label for r in rows]
+    if hasattr(judge, "predict_rows"):  # judges that answer for a whole set at once (model judges)
+        pred = judge.predict_rows(rows)
+    else:
+        pred = [judge(r["response"], r["document"], r["task"]).label for r in rows]
     gold_pass = [g in PASS_LABELS for g in gold]
     pred_pass = [p in PASS_LABELS for p in pred]
     gold_ref = [g == "refuse" for g in gold]
@@ -78,9 +87,11 @@ def evaluate_judge(judge: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def evaluate(rows: list[dict[str, str]], judges: list[str] | None = None, by_split: bool = False) -> dict[str, Any]:
+def evaluate(rows: list[dict[str, str]], judges: list[str] | None = None, by_split: bool = False,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every judge's figures; ``extra`` adds judge objects built elsewhere (model judges)."""
     out: dict[str, Any] = {}
-    for name, judge in get_judges(judges).items():
+    for name, judge in {**get_judges(judges), **(extra or {})}.items():
         res = {"all": evaluate_judge(judge, rows)}
         if by_split:
             for part in ("dev", "test"):
@@ -107,19 +118,58 @@ def markdown(results: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
+class AnswerJudge:
+    """An LLM judge whose answers were generated beforehand (``--write_prompts``, then ``generate``).
+
+    Answers naming no label count as wrong (``unparsed``)."""
+
+    def __init__(self, answers: dict[str, str], source: str):
+        self.answers, self.source = answers, source
+
+    def predict_rows(self, rows: list[dict[str, str]]) -> list[str]:
+        from xtask_safety.score.model_judge import parse_judge_answer
+
+        missing = [r["id"] for r in rows if r["id"] not in self.answers]
+        if missing:
+            raise DataError(f"{self.source}: no judge answer for {len(missing)} labelled row(s) "
+                            f"(first: {', '.join(missing[:5])})")
+        return [parse_judge_answer(self.answers[r["id"]])["label"] for r in rows]
+
+
+def label_rows_for_prompts(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Labelled rows in the shape the judge prompt needs (the task's paper instruction when absent)."""
+    from xtask_safety.tasks import TASKS
+
+    out = []
+    for r in rows:
+        task = TASKS.get(r["task"])
+        instruction = r.get("instruction") or (task.instruction() if task else "")
+        out.append({"id": r["id"], "task": r["task"], "domain": r.get("domain") or "", "document": r["document"],
+                    "instruction": instruction, "response": r["response"]})
+    return out
+
+
 @dataclass
 class JudgeEvalArguments:
     labels: list[str] = field(default_factory=lambda: ["bundled"], metadata={
         "help": "Labelled CSV files; 'bundled' = the project's two sets."})
     judges: list[str] = field(default_factory=lambda: ["paper", "rule"], metadata={"help": "Judges to measure."})
     output: str | None = field(default=None, metadata={"help": "Write the results as JSON here."})
+    classifier_judge: str | None = field(default=None, metadata={
+        "help": "Also measure a local sequence-classification judge (model directory)."})
+    classifier_label_map: list[str] = field(default_factory=list, metadata={
+        "help": "Map classifier labels onto ours, e.g. LABEL_0=comply."})
+    judge_answers: list[str] = field(default_factory=list, metadata={
+        "help": "Also measure an LLM judge: NAME=FILE, the `generate` output for --write_prompts."})
+    write_prompts: str | None = field(default=None, metadata={
+        "help": "Write LLM-judge prompts for one labels file (records for `generate`) and stop."})
 
 
 def main(argv: list[str] | None = None) -> int:
     import json
 
     from xtask_safety.config import parse_recipe
-    from xtask_safety.records import write_json
+    from xtask_safety.records import read_jsonl, write_json
 
     argv = list(argv or [])
     if argv and not argv[0].startswith("--"):  # `judge-eval LABELS.csv ...`
@@ -135,7 +185,32 @@ def main(argv: list[str] | None = None) -> int:
             sets.append(("judge_labels_holdout.csv", read_labels(bundled_labels("judge_labels_holdout.csv")), False))
         else:
             sets.append((Path(item).name, read_labels(item), False))
-    report = {name: evaluate(rows, args.judges, by_split) for name, rows, by_split in sets}
+    if args.write_prompts:
+        from xtask_safety.records import write_jsonl
+        from xtask_safety.score.model_judge import judge_prompt_records
+
+        if len(sets) != 1 or args.labels == ["bundled"]:
+            raise DataError("--write_prompts: give exactly one labels CSV file")
+        n = write_jsonl(args.write_prompts, judge_prompt_records(label_rows_for_prompts(sets[0][1])))
+        print(json.dumps({"output": args.write_prompts, "records": n}))
+        return 0
+    extra: dict[str, Any] = {}
+    for item in args.judge_answers:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = "llm", item
+        answers = {}
+        for lineno, obj in read_jsonl(path):
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+                raise DataError(f"{path}:{lineno}: expected an object with a string 'id'")
+            answers[obj["id"]] = obj.get("response") or ""
+        extra[name] = AnswerJudge(answers, path)
+    if args.classifier_judge:
+        from xtask_safety.score.model_judge import ClassifierJudge
+
+        label_map = dict(x.split("=", 1) for x in args.classifier_label_map if "=" in x)
+        extra["classifier"] = ClassifierJudge(args.classifier_judge, label_map)
+    report = {name: evaluate(rows, args.judges, by_split, extra) for name, rows, by_split in sets}
     for name, res in report.items():
         print(markdown(res, name) + "\n")
     if args.output:

@@ -1,11 +1,18 @@
-"""Training entry point: ``xtask-safety train --config recipe.yaml`` or
-``accelerate launch -m xtask_safety.train --config recipe.yaml``."""
+"""Training entry point.
+
+Three ways in, one code path:
+
+* ``xtask-safety train --config recipe.yaml [--flag value ...]`` (one process),
+* ``accelerate launch [--config_file accelerate_configs/X.yaml] -m xtask_safety.train --config ...``,
+* ``xtask-safety train --accelerate_config X --config ...``: re-executes itself under ``accelerate launch``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,12 +22,23 @@ from xtask_safety.errors import ConfigError
 from xtask_safety.models import offline_defaults, resolve_model_path
 from xtask_safety.records import read_records
 from xtask_safety.tasks import INSTRUCTION_TASK, TASK_NAMES
+from xtask_safety.train.args import TrainArguments, gradient_accumulation_for
+
+# Training settings that must not change between a crash and ``--resume`` (the fingerprint).
+RESUME_SETTINGS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+                   "max_steps", "seed", "data_seed", "max_length", "completion_only_loss", "lr_scheduler_type",
+                   "warmup_steps", "optim", "train_sampling_strategy")
 
 
 def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DefenseArguments, Any]:
+    """(model args, defense args — a :class:`TrainArguments` —, ``trl.SFTConfig``) from a recipe + flags."""
     from trl import SFTConfig
 
-    return parse_recipe((ModelArguments, DefenseArguments, SFTConfig), argv, prog="xtask-safety train")
+    margs, dargs, sft_args = parse_recipe((ModelArguments, TrainArguments, SFTConfig), argv, prog="xtask-safety train")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        dargs._recipe_file = argv[argv.index("--config") + 1]
+    return margs, dargs, sft_args
 
 
 def build_peft_config(margs: ModelArguments, num_layers: int | None) -> Any:
@@ -36,15 +54,34 @@ def build_peft_config(margs: ModelArguments, num_layers: int | None) -> Any:
     return peft_config
 
 
+def quantization_config(margs: ModelArguments) -> Any:
+    """bitsandbytes 4-bit (QLoRA, NF4 by default) or 8-bit base weights; None for a full-precision base."""
+    if not (margs.load_in_4bit or margs.load_in_8bit):
+        return None
+    if margs.load_in_4bit and margs.load_in_8bit:
+        raise ConfigError("load_in_4bit and load_in_8bit: choose one")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("load_in_4bit/load_in_8bit: bitsandbytes is not installed (pip install bitsandbytes==0.50.2)")
+    from trl import get_quantization_config
+
+    return get_quantization_config(margs)
+
+
+def _extra(dargs: DefenseArguments, name: str, default: Any = None) -> Any:
+    """A :class:`TrainArguments` field, or its default when given plain DefenseArguments."""
+    return getattr(dargs, name, default)
+
+
 def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progress: bool = True) -> dict[str, Any]:
     """Train a (LoRA) defense; returns a summary with the adapter path and final metrics."""
     offline_defaults()
     from datasets import Dataset
     from transformers import AutoConfig
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import get_quantization_config
 
     from xtask_safety.models import load_tokenizer
+    from xtask_safety.train import checkpoints, tracking
     from xtask_safety.train.collator import WeightedCollator
     from xtask_safety.train.dataset import to_sft_rows
     from xtask_safety.train.trainer import WeightedSFTTrainer
@@ -58,6 +95,24 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     unknown = sorted({r.task for r in records} - set(task_names))
     if unknown:
         raise ConfigError(f"{dargs.train_file}: unknown task(s) {unknown}")
+    train_sha = _sha256(dargs.train_file)
+    profile = tracking.data_profile(records, weights)
+    manifest_path, manifest = tracking.find_manifest(dargs.train_file, _extra(dargs, "data_manifest"))
+    data_set = tracking.manifest_entry(manifest, manifest_path, dargs.train_file, train_sha)
+
+    world_size = sft_args.world_size
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > world_size:
+        # e.g. FSDP or use_cpu: false on a machine without GPUs: every process would train alone, all
+        # writing the same output_dir
+        raise ConfigError(f"{launched} processes were launched but they are not connected (no distributed backend "
+                          "for this device); on a CPU machine set use_cpu: true (DDP over gloo), or ddp_backend: "
+                          "gloo with a DeepSpeed config")
+    tracking.check_trackers(sft_args.report_to)
+    global_batch = _extra(dargs, "global_batch_size")
+    if global_batch:
+        sft_args.gradient_accumulation_steps = gradient_accumulation_for(
+            global_batch, sft_args.per_device_train_batch_size, world_size)
 
     path = resolve_model_path(margs.model_name_or_path, margs.gguf_file)
     tokenizer = load_tokenizer(path, trust_remote_code=sft_args.trust_remote_code, padding_side="right")
@@ -81,8 +136,40 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     num_layers = getattr(AutoConfig.from_pretrained(path, trust_remote_code=sft_args.trust_remote_code),
                          "num_hidden_layers", None)
     peft_config = build_peft_config(margs, num_layers)
+    quant = quantization_config(margs)
     if not progress:
         sft_args.disable_tqdm = True
+
+    # -- resume ------------------------------------------------------------------------------------------
+    fingerprint = checkpoints.run_fingerprint(train_sha, {
+        "model": margs.model_name_or_path, "lora": [margs.use_peft, margs.lora_r, margs.lora_alpha,
+                                                    margs.lora_target_modules, margs.lora_top_layers],
+        "quantization": [margs.load_in_4bit, margs.load_in_8bit], "weighting": dargs.weighting,
+        "world_size": world_size, **{k: getattr(sft_args, k, None) for k in RESUME_SETTINGS}})
+    resume = checkpoints.resolve_resume(sft_args.output_dir, sft_args.resume_from_checkpoint, dargs.resume, fingerprint)
+    is_main = sft_args.process_index == 0
+    if is_main:
+        checkpoints.write_fingerprint(sft_args.output_dir, fingerprint)
+
+    # -- tracking ----------------------------------------------------------------------------------------
+    identity = tracking.run_identity(margs.model_name_or_path, profile, dargs.weighting, dargs.run_group,
+                                     _extra(dargs, "run_tags", []))
+    if not sft_args.run_name or sft_args.run_name == sft_args.output_dir:
+        sft_args.run_name = identity["name"]
+    recipe_file = getattr(dargs, "_recipe_file", None)
+    run_config = {
+        "recipe_file": recipe_file,
+        "recipe_text": Path(recipe_file).read_text(encoding="utf-8") if recipe_file else None,
+        "model_args": asdict(margs), "defense_args": asdict(dargs),
+        "data": {"train_file": dargs.train_file, "train_file_sha256": train_sha, **profile},
+        "data_manifest_file": manifest_path, "data_manifest": manifest, "data_set": data_set,
+        "world_size": world_size,
+    }
+    use_wandb = "wandb" in sft_args.report_to and is_main
+    if use_wandb:
+        tracking.start_wandb(sft_args.output_dir, identity, run_config, _extra(dargs, "wandb_project"),
+                             resume=bool(resume))
+
     collator = WeightedCollator(
         pad_token_id=tokenizer.pad_token_id,
         task_names=task_names,
@@ -97,28 +184,60 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         processing_class=tokenizer,
         data_collator=collator,
         peft_config=peft_config,
-        quantization_config=get_quantization_config(margs),
+        quantization_config=quant,
         task_names=task_names,
         loss_normalization=dargs.loss_normalization,
     )
-    resume = None
-    if dargs.resume and os.path.isdir(sft_args.output_dir):
-        resume = get_last_checkpoint(sft_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     adapter_dir = Path(sft_args.output_dir)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # checkpoints stay sharded; the final adapter is gathered into one safetensors file (PEFT's FSDP recipe)
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(adapter_dir))
     summary = {
         "adapter": str(adapter_dir),
         "base_model": margs.model_name_or_path,
         "global_step": trainer.state.global_step,
         "train_loss": result.training_loss,
-        "train_file_sha256": _sha256(dargs.train_file),
+        "train_file_sha256": train_sha,
         "n_records": len(records),
         "resumed_from": resume,
+        "run_name": sft_args.run_name,
+        "run_group": identity["group"],
+        "world_size": world_size,
+        "gradient_accumulation_steps": sft_args.gradient_accumulation_steps,
+        "global_batch_size": sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * world_size,
+        "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
+        "quantization": "4bit" if margs.load_in_4bit else "8bit" if margs.load_in_8bit else None,
+        "quantized_layers": _count_quantized(trainer.model),
+        "completion_only_loss": sft_args.completion_only_loss,
+        "report_to": list(sft_args.report_to),
+        "data_manifest": manifest_path,
+        "data_manifest_sha256": _sha256(manifest_path) if manifest_path else None,
+        "data_set": data_set,
+        "weight_per_task": profile["weight_per_task"],
+        "final_nll": _final_task_nll(trainer.state.log_history),
     }
     if trainer.is_world_process_zero():
-        write_model_card(adapter_dir, margs, dargs, summary, trainer.state.log_history)
+        write_model_card(adapter_dir, margs, dargs, summary, trainer.state.log_history,
+                         recipe_file=recipe_file, manifest=manifest)
+    if use_wandb:
+        tracking.finish_wandb(summary)
     return summary
+
+
+def _count_quantized(model: Any) -> int:
+    """bitsandbytes layers actually in the model (4-bit ``Linear4bit``, 8-bit ``Linear8bitLt``)."""
+    return sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") and type(m).__module__.startswith("bitsandbytes")
+               for m in model.modules())
+
+
+def _final_task_nll(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last logged per-task NLL (``nll_<task>``) of the run."""
+    out: dict[str, float] = {}
+    for entry in history:
+        out.update({k[4:]: v for k, v in entry.items() if k.startswith("nll_") and isinstance(v, (int, float))})
+    return out
 
 
 def _sha256(path: str) -> str:
@@ -130,14 +249,21 @@ def _sha256(path: str) -> str:
 
 
 def write_model_card(
-    adapter_dir: Path, margs: ModelArguments, dargs: DefenseArguments, summary: dict[str, Any], history: list
+    adapter_dir: Path, margs: ModelArguments, dargs: DefenseArguments, summary: dict[str, Any], history: list,
+    recipe_file: str | None = None, manifest: Any = None,
 ) -> None:
     from xtask_safety.records import atomic_write_text, write_json
 
-    recipe = {"model": asdict(margs), "defense": asdict(dargs)}
-    write_json(adapter_dir / "xtask_training.json", {"summary": summary, "recipe": recipe, "log_history": history})
+    recipe = {"model": asdict(margs), "defense": asdict(dargs), "recipe_file": recipe_file}
+    write_json(adapter_dir / "xtask_training.json", {"summary": summary, "recipe": recipe, "log_history": history,
+                                                      "data_manifest": manifest})
+    quant = {"4bit": f"4-bit {margs.bnb_4bit_quant_type} (QLoRA)", "8bit": "8-bit"}.get(summary.get("quantization") or "",
+                                                                                        "none")
+    manifest_hash = f" (sha256 `{summary['data_manifest_sha256'][:16]}…`)" if summary.get("data_manifest_sha256") else ""
+    nll = ", ".join(f"{t} {v:.3f}" for t, v in (summary.get("final_nll") or {}).items()) or "not logged"
     card = f"""---
 library_name: peft
+base_model: {margs.model_name_or_path}
 tags: [xtask-safety, content-safety, lora]
 ---
 # xtask-safety defense adapter
@@ -145,21 +271,34 @@ tags: [xtask-safety, content-safety, lora]
 A LoRA adapter trained by xtask-safety to refuse summarize / translate / sentiment / cloze / case
 tasks on malicious documents while still performing them on benign ones.
 
-* base model: `{margs.model_name_or_path}`
+* base model: `{margs.model_name_or_path}` (quantization: {quant})
 * training data: `{dargs.train_file}` (sha256 `{summary['train_file_sha256'][:16]}…`, {summary['n_records']} records)
+* data manifest: `{summary.get('data_manifest') or 'none found'}`{manifest_hash}
+* recipe: `{recipe_file or 'flags only'}`; run `{summary.get('run_name')}` (group `{summary.get('run_group')}`)
 * weighting: `{dargs.weighting}`, loss normalisation `{dargs.loss_normalization}`,
-  decision tokens {dargs.decision_tokens} × {dargs.decision_weight}
+  decision tokens {dargs.decision_tokens} × {dargs.decision_weight};
+  loss on {'the completion only' if summary.get('completion_only_loss') is not False else 'the whole sequence'}
 * LoRA: r {margs.lora_r}, alpha {margs.lora_alpha}, dropout {margs.lora_dropout},
   targets `{margs.lora_target_modules}`, top layers `{margs.lora_top_layers}`
+* processes: {summary.get('world_size', 1)} ({summary.get('distributed_type', 'NO')}), global batch
+  {summary.get('global_batch_size', '?')} (gradient accumulation {summary.get('gradient_accumulation_steps', '?')})
 * steps: {summary['global_step']}, final train loss {summary['train_loss']:.4f}
+* last per-task NLL: {nll}
 
-The full recipe and log history are in `xtask_training.json`. Weights are safetensors.
+The full recipe, data manifest and log history are in `xtask_training.json`. Weights are safetensors.
 """
     atomic_write_text(adapter_dir / "README.md", card)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xtask_safety.train.launch import build_launch_command, exec_launch, under_launcher
+
     margs, dargs, sft_args = parse_train_args(argv)
+    config = _extra(dargs, "accelerate_config")
+    if config and not under_launcher():
+        exec_launch(build_launch_command(config, _extra(dargs, "accelerate_args", ""),
+                                         list(sys.argv[1:] if argv is None else argv)))
     summary = train(margs, dargs, sft_args)
-    print(json.dumps(summary, indent=2, default=str))
+    if sft_args.process_index == 0:
+        print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -1,0 +1,223 @@
+"""A full recipe build from local fixture files in the paper's formats (and the other source formats):
+single-task sets for all five tasks and mixed sets at three nested sizes, deterministic, counted,
+truncated without touching instructions or answers, with zero train/eval leakage."""
+
+import csv
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from xtask_safety.data.corpus import load_demo_corpus
+from xtask_safety.data.hygiene import find_leaks
+from xtask_safety.data.pipeline import DataBuildArguments, run_build
+from xtask_safety.data.truncate import make_length_fn
+from xtask_safety.errors import ConfigError, DataError
+from xtask_safety.records import read_records
+from xtask_safety.tasks import TASK_NAMES, TASKS
+
+SIZES = [4, 8, 16]
+MIXED = [2, 4, 8]
+MAX_LENGTH = 300
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_path):
+    from xtask_safety.models import load_tokenizer
+
+    return load_tokenizer(embedded_path)
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    """Malicious documents as a JSON list and a directory of text files, news as CSV (CNN/DM columns),
+    useful documents as JSONL, instruction data as a saferpaca file, evaluation sets as the paper's
+    evaluation files (which reuse 6 training documents per domain: they must be removed)."""
+    root = tmp_path_factory.mktemp("fixtures")
+    docs = load_demo_corpus("main")
+    by = {d: [x for x in docs if x.domain == d] for d in ("malicious", "news", "useful")}
+    (root / "malicious.json").write_text(json.dumps([{"id": d.id, "text": d.document} for d in by["malicious"][:100]]))
+    txt = root / "malicious_txt"
+    txt.mkdir()
+    for d in by["malicious"][100:]:
+        (txt / f"{d.id}.txt").write_text(d.document, encoding="utf-8")
+    with open(root / "news.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "article", "highlights", "sentiment", "zh_opening"])
+        for d in by["news"]:
+            w.writerow([d.id, d.document, d.refs["summary"], d.refs["sentiment"], d.refs["zh_opening"]])
+    (root / "useful.jsonl").write_text("".join(json.dumps({"id": d.id, "document": d.document, **d.refs},
+                                                          ensure_ascii=False) + "\n" for d in by["useful"]))
+    instr = [json.loads(x) for x in (Path(__file__).parents[2] / "src/xtask_safety/data/demo/instructions.jsonl")
+             .read_text().splitlines()]
+    (root / "saferpaca_Instructions.json").write_text(json.dumps(
+        [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in instr]))
+    eval_docs = {}
+    for dom in ("malicious", "news", "useful"):
+        chosen = by[dom][-6:]  # also present in the training sources
+        eval_docs[dom] = [d.document for d in chosen]
+        texts = [d.document + "\n" + TASKS[t].instruction() for d in chosen for t in TASK_NAMES]
+        (root / f"eval_{dom}.json").write_text(json.dumps({"instructions": texts, "inputs": []}))
+    return root, eval_docs
+
+
+def _args(root: Path, out: Path, **kw) -> DataBuildArguments:
+    sources = [
+        {"path": str(root / "malicious.json"), "domain": "malicious", "source": "mal-json"},
+        {"path": str(root / "malicious_txt"), "domain": "malicious", "source": "mal-txt"},
+        {"path": str(root / "news.csv"), "domain": "news", "text_field": "article",
+         "refs": {"summary": "highlights", "sentiment": "sentiment", "zh_opening": "zh_opening"}},
+        {"path": str(root / "useful.jsonl"), "domain": "useful"},
+        {"path": str(root / "saferpaca_Instructions.json"), "kind": "instructions", "format": "saferpaca"},
+    ] + [{"path": str(root / f"eval_{d}.json"), "format": "paper_eval", "role": "eval", "domain": d}
+         for d in ("malicious", "news", "useful")]
+    base = dict(output_dir=str(out), sources=sources, sizes=SIZES, mixed_sizes=MIXED, benign_ratio=1.0,
+                instruction_rows=40, eval_per_domain=5, layout="mixed", max_length=MAX_LENGTH,
+                tokenizer="embedded", export_paper=True, seed=3, target_max_words=60, name="fixture build")
+    return DataBuildArguments(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def built(fixtures, tokenizer, tmp_path_factory):
+    root, eval_docs = fixtures
+    out = tmp_path_factory.mktemp("builds")
+    a = run_build(_args(root, out / "a"), tokenizer=tokenizer, log=lambda *_: None)
+    b = run_build(_args(root, out / "b"), tokenizer=tokenizer, log=lambda *_: None)
+    return a, b, eval_docs, root, out
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_every_set_is_built_with_the_right_counts(built):
+    a, *_ = built
+    names = {s["file"] for s in a.manifest["sets"]}
+    assert names == {f"train/single-{t}-{n}.jsonl" for t in TASK_NAMES for n in SIZES} | \
+                    {f"train/mixed-{n}.jsonl" for n in MIXED}
+    for s in a.manifest["sets"]:
+        rows = read_records(a.output_dir / s["file"])
+        c = Counter((r.task, r.domain) for r in rows)
+        assert c[("instruction", "instruction")] == 40
+        for t in s["tasks"]:
+            assert c[(t, "malicious")] == s["size"]
+            assert c[(t, "news")] + c[(t, "useful")] == s["size"]
+            assert abs(c[(t, "news")] - c[(t, "useful")]) <= 1
+        assert len(rows) == s["rows"] == s["size"] * 2 * len(s["tasks"]) + 40
+        assert {t: dict(v) for t, v in s["counts"].items()} == \
+               {t: {d: n for (tt, d), n in sorted(c.items()) if tt == t} for t in {tt for tt, _ in c}}
+        assert {r.source for r in rows} <= {"mal-json", "mal-txt", "news.csv", "useful.jsonl",
+                                            "saferpaca_Instructions.json"}
+    card = (a.output_dir / "README.md").read_text()
+    assert "Content warning" in card and "train/mixed-8.jsonl" in card
+    src = {s["source"]: s for s in a.manifest["sources"]}
+    assert len(src["news.csv"]["sha256"]) == 64 and src["eval_news.json"]["role"] == "eval"
+    assert a.manifest["tool"]["version"] and a.manifest["seed"] == 3
+
+
+def test_sizes_are_nested(built):
+    a, *_ = built
+    for stem in [f"single-{t}" for t in TASK_NAMES] + ["mixed"]:
+        sizes = MIXED if stem == "mixed" else SIZES
+        sets = [{r.id: r for r in a.sets[f"train/{stem}-{n}.jsonl"]} for n in sizes]
+        for small, large in zip(sets, sets[1:], strict=False):
+            assert set(small) < set(large)
+            assert all(small[k] == large[k] for k in small)  # same phrasing, refusal, target, truncation
+
+
+def test_same_seed_same_bytes_other_seed_other_sets(built, tokenizer):
+    a, b, _, root, out = built
+    assert _tree(a.output_dir) == _tree(b.output_dir)
+    c = run_build(_args(root, out / "c", seed=4, sizes=[4], mixed_sizes=[2]), tokenizer=tokenizer,
+                  log=lambda *_: None)
+    assert c.sets["train/single-summarize-4.jsonl"] != a.sets["train/single-summarize-4.jsonl"]
+
+
+def test_truncation_keeps_instruction_and_answer(built, tokenizer):
+    a, _, _, root, out = built
+    trunc = a.manifest["truncation"]
+    assert trunc["rows_shortened"] > 0 and trunc["rows_dropped"] == 0
+    plain = run_build(_args(root, out / "plain", max_length=None), tokenizer=tokenizer, log=lambda *_: None)
+    measure = make_length_fn(tokenizer, "chat")
+    for name, rows in a.sets.items():
+        ref = {r.id: r for r in plain.sets[name]}
+        assert set(ref) == {r.id for r in rows}
+        assert max(measure(rows)) <= MAX_LENGTH - 8
+        for r in rows:
+            o = ref[r.id]
+            assert r.instruction == o.instruction and r.layout == o.layout
+            if r.meta.get("truncation"):
+                assert len(r.document) < len(o.document)
+                keep_end = r.task == "cloze"
+                assert (o.document.endswith(r.document) if keep_end else o.document.startswith(r.document))
+            else:
+                assert r == o
+            if r.task == "case" and not r.is_malicious and r.meta.get("truncation"):
+                assert o.response.startswith(r.response)
+            else:
+                assert r.response == o.response
+
+
+def test_zero_leakage(built):
+    a, _, eval_docs, *_ = built
+    leak = a.manifest["hygiene"]["leakage"]
+    assert leak["removed_documents"] == 18 and leak["final_leaks"] == 0
+    evals = [t for docs in eval_docs.values() for t in docs]
+    evals += [r.document for r in read_records(a.output_dir / "eval/grid-paper.jsonl")]
+    train_docs = {r.document for rows in a.sets.values() for r in rows if r.document}
+    assert not train_docs & set(evals)
+    assert find_leaks(sorted(train_docs), evals, 0.8) == []
+    held = {r.meta["doc_id"] for r in read_records(a.output_dir / "eval/grid-paper.jsonl")}
+    assert not held & {r.meta.get("doc_id") for rows in a.sets.values() for r in rows}
+    assert len(read_records(a.output_dir / "eval/imported.jsonl")) == 3 * 6 * 5
+
+
+def test_paper_exports_round_trip(built):
+    from xtask_safety.data.formats import read_paper_eval_file, read_saferpaca
+
+    a, *_ = built
+    assert read_saferpaca(a.output_dir / "paper/saferpaca_8_mixed.json") == a.sets["train/mixed-8.jsonl"]
+    grid = read_records(a.output_dir / "eval/grid-paper.jsonl")
+    got = read_paper_eval_file(a.output_dir / "paper/eval_news_cloze.json")
+    assert got == [r for r in grid if r.domain == "news" and r.task == "cloze"]
+
+
+def test_held_out_phrasings_stay_out_of_training(built):
+    a, *_ = built
+    heldout = {TASKS[t].instruction(p, lay) for t in TASK_NAMES for p in TASKS[t].heldout_phrasings
+               for lay in ("after", "before")}
+    used = {r.instruction for rows in a.sets.values() for r in rows if r.task in TASKS}
+    assert used and not used & heldout
+    assert {r.layout for rows in a.sets.values() for r in rows if r.task in TASKS} == {"after", "before"}
+    grid = read_records(a.output_dir / "eval/grid-heldout.jsonl")
+    assert {r.instruction for r in grid} <= heldout
+
+
+def test_bad_recipes_leave_nothing_behind(fixtures, tokenizer, tmp_path):
+    root, _ = fixtures
+    with pytest.raises(DataError, match=r"sizes 1000 \(single-summarize\).*only \d+ available"):
+        run_build(_args(root, tmp_path / "x", sizes=[4, 1000]), tokenizer=tokenizer)
+    with pytest.raises(DataError, match="unknown task 'poem'"):
+        run_build(_args(root, tmp_path / "x", tasks="summarize,poem"), tokenizer=tokenizer)
+    with pytest.raises(DataError, match="leakage: 18 training items match"):
+        run_build(_args(root, tmp_path / "x", leakage="error"), tokenizer=tokenizer)
+    with pytest.raises(ConfigError, match="sizes: expected positive integers"):
+        run_build(_args(root, tmp_path / "x", sizes=[0, 4]), tokenizer=tokenizer)
+    with pytest.raises(DataError, match="instruction_rows: 500 requested, only 60"):
+        run_build(_args(root, tmp_path / "x", instruction_rows=500, max_length=None))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DataError, match="already exists"):
+        run_build(_args(root, tmp_path / "x", max_length=None))
+
+
+def test_exclude_phrasings(fixtures, tmp_path):
+    root, _ = fixtures
+    excl = list(TASKS["summarize"].train_phrasings[1:])
+    res = run_build(_args(root, tmp_path / "x", max_length=None, exclude_phrasings=excl, tasks="summarize",
+                          sizes=[8], mixed_sizes=[], layout="after"), log=lambda *_: None)
+    rows = [r for r in res.sets["train/single-summarize-8.jsonl"] if r.task == "summarize"]
+    assert {r.instruction for r in rows} == {TASKS["summarize"].instruction()}
+    assert replace(rows[0]) == rows[0]
