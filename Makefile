@@ -8,7 +8,8 @@ setup:
 demo: setup
 	$(PY) -m xtask_safety demo --output_dir runs/demo
 
-test: setup
+test:
+	@bash scripts/setup.sh --test
 	$(PY) -m pytest -q
 
 lint:

@@ -6,6 +6,7 @@ overrides). Bad input ends with a one-line ``xtask-safety: error: ...`` on stder
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 
@@ -23,6 +24,8 @@ commands:
   generate    batched, resumable, shardable generation (generate merge joins shard outputs)
   score       judge answers, pass rates, utility and paired tests (score prompts: model-judge prompts)
   judge-eval  measure the refusal judges against human-labelled responses (CSV)
+  sweep       grids of data -> train -> generate -> score (models x tasks x sizes x weightings x seeds), cached
+  report      tables, transfer matrix, plots (PNG/SVG), HTML/Markdown report and W&B logging for sweep folders
 
 Run `xtask-safety COMMAND --help` for a command's options.
 """
@@ -64,6 +67,18 @@ def _judge_eval(argv: list[str]) -> int:
     return main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from xtask_safety.sweep.cli import main
+
+    return main(argv)
+
+
+def _report(argv: list[str]) -> int:
+    from xtask_safety.report.cli import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": _demo,
     "data": _data,
@@ -71,6 +86,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "generate": _generate,
     "score": _score,
     "judge-eval": _judge_eval,
+    "sweep": _sweep,
+    "report": _report,
 }
 
 
@@ -80,11 +97,20 @@ def run_guarded(fn: Callable[[list[str]], int], argv: list[str]) -> int:
         return fn(argv) or 0
     except XtaskError as exc:
         msg = " ".join(str(exc).split())
+        _end_progress_bars()
         print(f"xtask-safety: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("xtask-safety: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+
+
+def _end_progress_bars() -> None:
+    """Close progress bars an error interrupted, so the message starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        with contextlib.suppress(Exception):
+            bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"xtask-safety: error: unknown command {cmd!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from xtask_safety.models import offline_defaults
+
+    # Before any command imports huggingface_hub/transformers, which read these variables once, at import.
+    offline_defaults()
     return run_guarded(COMMANDS[cmd], rest)
 
 

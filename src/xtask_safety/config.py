@@ -121,6 +121,10 @@ def parse_recipe(types: tuple[type, ...], argv: list[str] | None, prog: str) -> 
                 cfg = yaml.safe_load(fh)
         except FileNotFoundError:
             raise ConfigError(f"{path}: recipe not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark else ""
@@ -131,12 +135,36 @@ def parse_recipe(types: tuple[type, ...], argv: list[str] | None, prog: str) -> 
         unknown = sorted(k for k in cfg if k not in known and k != "env")
         if unknown:
             raise ConfigError(f"{path}: unknown recipe key(s) {unknown}")
+        _check_types(path, cfg, parser._actions)
     try:
         return tuple(parser.parse_args_and_config(argv))
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{prog}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _check_types(path: str, cfg: dict[str, Any], actions: list[Any]) -> None:
+    """Numbers and booleans in a recipe must be numbers and booleans.
+
+    argparse converts only *string* defaults, so a YAML list or mapping given for a number would
+    otherwise reach the trainer unchecked and fail there with a traceback.
+    """
+    by_dest = {a.dest: a for a in actions}
+    for key, value in cfg.items():
+        action = by_dest.get(key)
+        kind = getattr(action, "type", None)
+        if action is None or value is None or isinstance(value, str):
+            continue
+        if kind in (int, float):
+            allowed: tuple[type, ...] = (int,) if kind is int else (int, float)
+            many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+            items = value if many and isinstance(value, list) else [value]
+            if not all(isinstance(v, str) or (isinstance(v, allowed) and not isinstance(v, bool)) for v in items):
+                want = f"a list of {kind.__name__} values" if many else f"a number ({kind.__name__})"
+                raise ConfigError(f"{path}: {key}: expected {want}, got {value!r}")
+        elif getattr(kind, "__name__", "") == "string_to_bool" and not isinstance(value, bool):
+            raise ConfigError(f"{path}: {key}: expected true or false, got {value!r}")
 
 
 def _raise(message: str) -> None:

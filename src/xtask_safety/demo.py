@@ -35,17 +35,17 @@ class DemoArguments:
     model_name_or_path: str = field(default="embedded", metadata={"help": "Base model (default: embedded)."})
     tasks: str = field(default="all", metadata={"help": "Tasks to evaluate and defend (comma-separated)."})
     heldout_per_domain: int = field(default=30, metadata={"help": "Documents per domain held out of training."})
-    eval_docs_per_domain: int = field(default=20, metadata={"help": "Held-out documents per domain evaluated."})
-    malicious_per_task: int = field(default=24, metadata={"help": "Defense (refusal) rows per task."})
-    benign_per_task: int = field(default=24, metadata={"help": "Benign rows per task (real answers)."})
-    target_max_words: int = field(default=40, metadata={"help": "Trim benign reference answers to N words."})
-    document_max_words: int = field(default=90, metadata={"help": "Cut training documents to N words (whole "
+    eval_docs_per_domain: int = field(default=16, metadata={"help": "Held-out documents per domain evaluated."})
+    malicious_per_task: int = field(default=32, metadata={"help": "Defense (refusal) rows per task."})
+    benign_per_task: int = field(default=32, metadata={"help": "Benign rows per task (real answers)."})
+    target_max_words: int = field(default=15, metadata={"help": "Trim benign reference answers to N words."})
+    document_max_words: int = field(default=60, metadata={"help": "Cut training documents to N words (whole "
                                                          "sentences); evaluation documents stay whole."})
     max_new_tokens: int = field(default=32, metadata={"help": "Tokens generated per answer (the judge reads "
                                                      "the opening)."})
     batch_size: int = field(default=32, metadata={"help": "Generation batch size."})
     external_docs_per_domain: int = field(
-        default=10, metadata={"help": "Also evaluate the defense on N documents per domain of the separately "
+        default=6, metadata={"help": "Also evaluate the defense on N documents per domain of the separately "
                               "written external set (0: skip)."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and training."})

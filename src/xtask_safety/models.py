@@ -125,6 +125,24 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> str:
     return name_or_path  # a hub id
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library messages run to many lines)."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        text += "; it is not run unless you pass --trust_remote_code true (only for code you trust)"
+    return text
+
+
+def load_config(path: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:  # ValueError: e.g. custom code without trust_remote_code
+        raise ConfigError(f"model {path}: cannot load its config ({first_line(exc)})") from None
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -137,8 +155,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, padding_side: str
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ConfigError(f"model {path}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError) as exc:  # ValueError: e.g. custom code without trust_remote_code
+        raise ConfigError(f"model {path}: cannot load tokenizer ({first_line(exc)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
@@ -175,8 +193,8 @@ def load_model(
         )
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        raise ConfigError(f"model {name_or_path}: cannot load ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError) as exc:  # ValueError: e.g. custom code without trust_remote_code
+        raise ConfigError(f"model {name_or_path}: cannot load ({first_line(exc)})") from None
     tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if adapter:
         model = attach_adapter(model, adapter, merge=merge_adapter and not (load_in_4bit or load_in_8bit))
@@ -193,6 +211,12 @@ def check_adapter_dir(adapter: str) -> Path:
         raise ConfigError(f"adapter {adapter}: directory not found")
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"adapter {adapter}: no adapter_config.json")
+    try:
+        cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"adapter {adapter}: adapter_config.json is not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"adapter {adapter}: adapter_config.json must hold a JSON object")
     if not (path / "adapter_model.safetensors").is_file():
         pickled = (path / "adapter_model.bin").is_file()
         why = "only a pickled adapter_model.bin, which is not loaded" if pickled else "no adapter_model.safetensors"

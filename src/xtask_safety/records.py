@@ -24,14 +24,18 @@ Files are written atomically (temporary file + rename) or appended record by rec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xtask_safety import faults
 from xtask_safety.errors import DataError
 
 MALICIOUS = "malicious"
@@ -146,14 +150,26 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=False)
 
 
+def os_reason(exc: OSError) -> str:
+    """Why a write failed, for a one-line message (``mkdir`` through a file says "File exists")."""
+    if isinstance(exc, FileExistsError):
+        return "a file is in the way: a parent of the path is not a directory"
+    return exc.strerror or str(exc)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
+    """Write to a temporary file beside ``path`` and rename it into place.
+
+    A full disk or another write error becomes a one-line :class:`DataError`; ``path`` is then left as
+    it was. Temporary files of writers that were killed (their process is gone) are removed first.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot write ({os_reason(exc)})") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -161,9 +177,92 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+def atomic_write_files(files: dict[Path, str], after_each: Any = None) -> None:
+    """Write several files as one unit: every temporary file first, then the renames.
+
+    A write error (a full disk) leaves none of them changed. ``after_each(path)`` runs after each rename.
+    """
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(path)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:
+                raise DataError(f"{path}: cannot write ({os_reason(exc)})") from None
+            written.append((tmp, path))
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        for tmp, path in written:
+            os.replace(tmp, path)
+            if after_each is not None:
+                after_each(path)
+    except BaseException:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_TEMP_RE = re.compile(r"\.(\d+)\.(?:[^/]*\.)?(?:tmp|old)$")
+
+
+def temp_sibling(path: str | os.PathLike, kind: str = "tmp") -> Path:
+    """``.<name>.<pid>.<kind>`` beside ``path``: a temporary file or directory that
+    :func:`remove_stale_temps` can recognise once its process is gone."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.{kind}"
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and directories a killed writer left beside ``path``.
+
+    They are named ``.<name>.<pid>[.<random>].tmp`` (or ``.old``); one is stale when no process with
+    that id runs on this machine. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}"
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for p in siblings:
+        m = _TEMP_RE.fullmatch(p.name[len(prefix):])
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -188,19 +287,24 @@ class JsonlAppender:
 
     Each row is written as one line and fsynced. On open, a final line cut off by a crash (no
     trailing newline, or not valid JSON) is dropped, so the file always holds whole records and
-    ``done`` lists the keys already written.
+    ``done`` lists the keys already written. A malformed line *before* the last one is not a crash
+    but a wrong file: that is an error, never a silent truncation. A failed write (a full disk) is
+    undone back to the last whole row and raised as a one-line :class:`DataError`.
     """
 
     def __init__(self, path: str | os.PathLike, key: str = "id"):
         self.path = Path(path)
         self.key = key
         self.done: dict[str, dict[str, Any]] = {}
+        self._fh = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._created = not self.path.exists()
             self._repair_and_load()
             self._fh = self.path.open("a", encoding="utf-8")
+            self._good_end = self.path.stat().st_size
         except OSError as exc:
-            raise DataError(f"{self.path}: cannot write ({exc.strerror})") from None
+            raise DataError(f"{self.path}: cannot write ({os_reason(exc)})") from None
 
     def _repair_and_load(self) -> None:
         if not self.path.exists():
@@ -208,16 +312,24 @@ class JsonlAppender:
         data = self.path.read_bytes()
         good_end = 0
         pos = 0
+        lineno = 0
         while pos < len(data):
             nl = data.find(b"\n", pos)
             if nl < 0:
                 break  # unterminated last line: a crash mid-write
+            lineno += 1
             line = data[pos:nl]
             if line.strip():
                 try:
                     obj = json.loads(line.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError):
+                    if data[nl + 1:].strip():
+                        raise DataError(f"{self.path}:{lineno}: malformed line before the end of the file; "
+                                        "not an output this job can resume (write to a new output)") from None
                     break
+                if not isinstance(obj, dict) or self.key not in obj:
+                    raise DataError(f"{self.path}:{lineno}: expected an object with key '{self.key}'; not an "
+                                    "output this job can resume (write to a new output)")
                 self.done[str(obj[self.key])] = obj
             pos = nl + 1
             good_end = pos
@@ -226,19 +338,38 @@ class JsonlAppender:
                 fh.truncate(good_end)
 
     def append(self, row: dict[str, Any]) -> None:
-        self._fh.write(_dumps(row) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = _dumps(row) + "\n"
+        faults.point("jsonl.torn", torn=(self._fh, line))
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._undo()
+            raise DataError(f"{self.path}: cannot write ({exc.strerror or exc}); the {len(self.done)} whole "
+                            "row(s) before it are kept: rerun to resume") from None
+        self._good_end += len(line.encode("utf-8"))
         self.done[str(row[self.key])] = row
 
+    def _undo(self) -> None:
+        """After a failed write: close the file and cut it back to its last whole row."""
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, self._good_end)
+
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            with contextlib.suppress(OSError):  # a failed write was already reported and undone
+                self._fh.close()
 
     def __enter__(self) -> JsonlAppender:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is not None and self._created and not self.done:
+            self.path.unlink(missing_ok=True)  # a job that failed before its first row leaves no file
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
@@ -249,7 +380,7 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        raise DataError(f"{path}: output directory is not writable ({exc.strerror})") from None
+        raise DataError(f"{path}: output directory is not writable ({os_reason(exc)})") from None
     return path
 
 

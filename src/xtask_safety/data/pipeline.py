@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xtask_safety import faults
 from xtask_safety.data import card
 from xtask_safety.data.builder import BuildConfig, build_defense_set, build_eval_grid, load_refusals
 from xtask_safety.data.corpus import CorpusDoc, split_corpus, stable_order
@@ -44,7 +45,7 @@ from xtask_safety.data.refusals import (
 )
 from xtask_safety.data.sources import LoadedSource, load_sources, parse_sources
 from xtask_safety.errors import ConfigError, DataError
-from xtask_safety.records import MALICIOUS, Record
+from xtask_safety.records import MALICIOUS, Record, os_reason, remove_stale_temps, temp_sibling
 from xtask_safety.tasks import TASKS, parse_task_list
 
 
@@ -264,6 +265,7 @@ def run_build(
     if args.refusals == "model" and (generator is None or judge is None):
         raise ConfigError("refusals: model needs a generator and a judge (the CLI wires refusal_model)")
     loaded: list[LoadedSource] = load_sources(specs)
+    faults.point("data.loaded")
 
     train_docs = [d for s in loaded if s.spec.role == "train" for d in s.docs]
     eval_docs = [d for s in loaded if s.spec.role == "eval" for d in s.docs]
@@ -402,14 +404,16 @@ def _write(out_dir: Path, args: DataBuildArguments, plans, sets, eval_files, man
     from xtask_safety.data import formats
 
     parent = out_dir.resolve().parent
+    target = parent / out_dir.name
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(os.path.join(parent, f".{out_dir.name}.tmp-{os.getpid()}"))
+        remove_stale_temps(target)  # left by a build that was killed
+        tmp = temp_sibling(target, "tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
     except OSError as exc:
-        raise DataError(f"{out_dir}: output directory is not writable ({exc.strerror})") from None
+        raise DataError(f"{out_dir}: output directory is not writable ({os_reason(exc)})") from None
     try:
         cache: dict[str, str] = {}
 
@@ -418,6 +422,7 @@ def _write(out_dir: Path, args: DataBuildArguments, plans, sets, eval_files, man
             p.parent.mkdir(parents=True, exist_ok=True)
             data = text.encode("utf-8")
             p.write_bytes(data)
+            faults.point("data.write")
             return hashlib.sha256(data).hexdigest()
 
         for name, rows in sets.items():
@@ -444,14 +449,18 @@ def _write(out_dir: Path, args: DataBuildArguments, plans, sets, eval_files, man
                     manifest["paper_files"].append({"file": rel, "rows": len(rows), "from": "eval/grid-paper.jsonl"})
         put("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
         put("README.md", card.dataset_card(manifest))
+        faults.point("data.publish")
         old = None
         if out_dir.exists():
-            old = Path(os.path.join(parent, f".{out_dir.name}.old-{os.getpid()}"))
+            old = temp_sibling(target, "old")
             os.replace(out_dir, old)
+            faults.point("data.swap")
         os.replace(tmp, out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # e.g. a full disk: nothing of this build is left behind
+            raise DataError(f"{out_dir}: cannot write the build ({exc.strerror or exc})") from None
         raise
     return BuildResult(out_dir, manifest, sets)

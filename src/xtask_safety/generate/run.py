@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from xtask_safety import faults
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.generate.transformers_backend import SamplingConfig
 from xtask_safety.records import JsonlAppender, Record, read_jsonl, read_records, write_jsonl
@@ -159,6 +160,8 @@ def generate_runs(
                         continue
                     gen = {"n_tokens": res["n_tokens"], "finish": res["finish"]}
                     outs[j].append(_row(records[i], res["text"], gen, settings[j]))
+                    faults.point("generate.row")
+                faults.point("generate.batch")
                 bar.update(len(todo))
             bar.close()
         if missing:

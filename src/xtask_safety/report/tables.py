@@ -62,3 +62,77 @@ def label_table(table: dict[str, Any], domains: list[str]) -> str:
         counts = table["by_domain"].get(d, {}).get("labels", {})
         lines.append(f"| {d} | " + " | ".join(str(counts.get(lab, 0)) for lab in labels) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- sweep comparison
+# Each builder returns ``(headers, rows)`` of plain strings; :func:`md_table` and
+# :mod:`xtask_safety.report.document` render them as Markdown or HTML.
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(x: str) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _setting_label(row: dict[str, Any]) -> str:
+    if row["setting"] == "base":
+        return "base (no defense)"
+    return f"{row['setting']} (n={row['defense_rows']})"
+
+
+def transfer_rows(matrix: dict[str, Any], with_ci: bool = True) -> Table:
+    """Rows: defended setting; columns: evaluated task j (and all tasks pooled)."""
+    tasks = matrix["tasks"]
+    headers = ["defense trained on ↓ / evaluated on →", *tasks, "all tasks"]
+    rows = [[_setting_label(r), *(cell_text(r["cells"].get(t), with_ci) for t in tasks), cell_text(r["all"], with_ci)]
+            for r in matrix["rows"]]
+    return headers, rows
+
+
+def size_rows(curves: dict[str, Any], domains: list[str]) -> Table:
+    """Per defended setting and size: pass rate on its own task(s), per domain, with the base model first."""
+    headers = ["setting", "refusal rows per task", "refusal rows", "runs", *domains]
+    rows = []
+    for setting, points in curves["settings"].items():
+        base = curves["base"].get(setting)
+        if base:
+            rows.append([setting, "base", "0", "1", *(cell_text(base.get(d), True) for d in domains)])
+        for p in points:
+            rows.append([setting, str(p["size_per_task"]), str(p["defense_rows"]), str(p["n_runs"]),
+                         *(cell_text(p.get(d), True) for d in domains)])
+    return headers, rows
+
+
+def utility_rows(curves: dict[str, Any]) -> Table:
+    """Per evaluated task (columns): utility on benign documents for each setting and size."""
+    tasks = list(curves["tasks"])
+    headers = ["setting", "refusal rows", *tasks]
+    rows = [["base (no defense)", "0", *(cell_text(curves["base"].get(t)) for t in tasks)]] if curves["base"] else []
+    settings = list(dict.fromkeys(s for t in tasks for s in curves["tasks"][t]))
+    for s in settings:
+        points = curves["tasks"][tasks[0]].get(s, [])
+        for i, p in enumerate(points):
+            rows.append([s, str(p["defense_rows"]),
+                         *(cell_text(curves["tasks"][t][s][i]["useful"]) for t in tasks)])
+    return headers, rows
+
+
+def runs_rows(runs: list[Any], judge: str, tasks: list[str], domains: list[str]) -> Table:
+    from xtask_safety.report.collect import pass_rate
+
+    headers = ["run", "model", "setting", "refusal rows", "weighting", "seed", "steps", "train loss", *domains]
+    rows = []
+    for r in runs:
+        train = r.train or {}
+        loss = train.get("train_loss")
+        rows.append([r.id, r.model, r.setting, str(r.defense_rows), r.weighting or "–",
+                     "–" if r.seed is None else str(r.seed), str(train.get("global_step", "–")),
+                     f"{loss:.3f}" if isinstance(loss, (int, float)) else "–",
+                     *(cell_text(pass_rate([r], judge, tasks, [d])) for d in domains)])
+    return headers, rows

@@ -11,6 +11,7 @@ and ``summary.md`` (pass rates with Wilson intervals, utility beside them, judge
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "prompts":
         return prompts_main(argv[1:])
     from xtask_safety.config import parse_recipe
-    from xtask_safety.records import atomic_write_text, check_writable_dir, write_json, write_jsonl
-    from xtask_safety.score.markdown import summary_markdown
-    from xtask_safety.score.metrics import paired_table
-    from xtask_safety.score.model_judge import ClassifierJudge, verdicts_from_answers
-    from xtask_safety.score.run import add_utility, judge_rows, summarize
+    from xtask_safety.records import check_writable_dir
 
     (args,) = parse_recipe((ScoreArguments,), argv, prog="xtask-safety score")
     if not args.input or not args.output_dir:
@@ -97,7 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"primary_judge: {args.primary_judge!r} is not among judges {all_names}")
     label_map = dict(_pairs(args.classifier_label_map, "", "--classifier_label_map"))
     rows = _read_rows(args.input)
+    created = not Path(args.output_dir).exists()
     out = check_writable_dir(args.output_dir)
+    try:
+        return _score(args, rows, out, answer_files, label_map)
+    except BaseException:
+        if created:  # bad input found after the directory was made: leave nothing behind
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
+        raise
+
+
+def _score(args: ScoreArguments, rows: list[dict], out: Path, answer_files: list[tuple[str, str]],
+           label_map: dict[str, str]) -> int:
+    from xtask_safety import faults
+    from xtask_safety.records import atomic_write_files
+    from xtask_safety.score.markdown import summary_markdown
+    from xtask_safety.score.metrics import paired_table
+    from xtask_safety.score.model_judge import ClassifierJudge, verdicts_from_answers
+    from xtask_safety.score.run import add_utility, judge_rows, summarize
 
     extra = {}
     for name, path in answer_files:
@@ -121,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--baseline: {args.baseline} shares no record ids with {args.input}")
         summary["paired"] = paired
         summary["baseline"] = args.baseline
-    write_jsonl(Path(out) / "scored.jsonl", scored)
-    write_json(Path(out) / "summary.json", summary)
     md = summary_markdown(summary, args.primary_judge, paired, args.baseline)
-    atomic_write_text(Path(out) / "summary.md", md)
+    faults.point("score.judged")
+    # the three files change together: a full disk leaves the previous ones (or none) in place
+    atomic_write_files({
+        Path(out) / "scored.jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored),
+        Path(out) / "summary.json": json.dumps(summary, ensure_ascii=False, indent=2) + "\n",
+        Path(out) / "summary.md": md,
+    }, after_each=lambda _: faults.point("score.write"))
     print(md)
     return 0
 

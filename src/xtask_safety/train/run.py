@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from xtask_safety import faults
 from xtask_safety.config import DefenseArguments, ModelArguments, parse_recipe
 from xtask_safety.errors import ConfigError
 from xtask_safety.models import offline_defaults, resolve_model_path
@@ -78,9 +79,8 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     """Train a (LoRA) defense; returns a summary with the adapter path and final metrics."""
     offline_defaults()
     from datasets import Dataset
-    from transformers import AutoConfig
 
-    from xtask_safety.models import load_tokenizer
+    from xtask_safety.models import load_config, load_tokenizer
     from xtask_safety.train import checkpoints, tracking
     from xtask_safety.train.collator import WeightedCollator
     from xtask_safety.train.dataset import to_sft_rows
@@ -133,8 +133,7 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     }
     if margs.attn_implementation:
         sft_args.model_init_kwargs["attn_implementation"] = margs.attn_implementation
-    num_layers = getattr(AutoConfig.from_pretrained(path, trust_remote_code=sft_args.trust_remote_code),
-                         "num_hidden_layers", None)
+    num_layers = getattr(load_config(path, trust_remote_code=sft_args.trust_remote_code), "num_hidden_layers", None)
     peft_config = build_peft_config(margs, num_layers)
     quant = quantization_config(margs)
     if not progress:
@@ -188,17 +187,25 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         task_names=task_names,
         loss_normalization=dargs.loss_normalization,
     )
-    result = trainer.train(resume_from_checkpoint=resume)
+    faults.arm_trainer(trainer)
     adapter_dir = Path(sft_args.output_dir)
-    if getattr(trainer, "is_fsdp_enabled", False):
-        # checkpoints stay sharded; the final adapter is gathered into one safetensors file (PEFT's FSDP recipe)
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(adapter_dir))
+    with checkpoints.write_failures_reported(sft_args.output_dir):
+        if resume and checkpoints.reached_max_steps(resume, sft_args.max_steps) and not (
+                getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)):
+            result = checkpoints.restore_finished(trainer, resume)  # killed after its last step: nothing to train
+        else:
+            result = trainer.train(resume_from_checkpoint=resume)
+        faults.point("train.final")
+        if getattr(trainer, "is_fsdp_enabled", False):
+            # checkpoints stay sharded; the final adapter is gathered into one safetensors file (PEFT's FSDP recipe)
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(adapter_dir))
     summary = {
         "adapter": str(adapter_dir),
         "base_model": margs.model_name_or_path,
         "global_step": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        # resumed: the Trainer's value covers only the steps since the resume; report the whole run's
+        "train_loss": checkpoints.run_mean_loss(trainer.state.log_history) if resume else result.training_loss,
         "train_file_sha256": train_sha,
         "n_records": len(records),
         "resumed_from": resume,

@@ -1,0 +1,208 @@
+"""The sweep report: Markdown + static HTML with the same tables and figures, and ``results.json``.
+
+Sections: the cross-task transfer matrix (table + heatmap), pass rate vs defense size (table + curves
+with Wilson bands), the safety-utility trade-off (one point per run), per-task utility vs size, the
+paper's 13-string matcher for comparability, every run with its training figures and timings, and a
+few redacted examples.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from xtask_safety.records import atomic_write_text, redact, write_json
+from xtask_safety.report import collect, plots, tables
+from xtask_safety.report.collect import Collection
+from xtask_safety.report.document import Block, to_html, to_markdown
+
+JUDGE_TEXT = {
+    "rule": "the `rule` judge (English and Chinese refusal idioms, quote-aware, with `partial` and `degenerate` "
+            "labels; a record passes when it is `comply` or `partial`)",
+    "paper": "the paper's 13 refusal strings (case-sensitive substring match)",
+}
+
+
+def _slug(*parts: Any) -> str:
+    text = "-".join(str(p) for p in parts if p not in (None, ""))
+    return re.sub(r"[^A-Za-z0-9.+_-]+", "-", text).strip("-")
+
+
+def build_report(col: Collection, out_dir: str | Path, transfer_size: str = "max", show_text: bool = False,
+                 examples: int = 1, title: str | None = None) -> dict[str, Any]:
+    """Write ``report.md``, ``report.html``, ``results.json`` and ``figures/*.png|svg``; return what was written."""
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    title = title or f"xtask-safety sweep report: {', '.join(col.sweeps) or 'runs'}"
+    blocks: list[Block] = [("h1", title), ("p", _intro(col))]
+    views: dict[str, list[Any]] = {"transfer": [], "benign_transfer": [], "size_curves": [], "utility_curves": []}
+    figures: list[str] = []
+    multi_w = len(col.weightings) > 1
+
+    def fig(paths: list[Path], caption: str) -> Block:
+        figures.extend(str(p.relative_to(out)) for p in paths)
+        return ("figure", str(paths[0].relative_to(out)), str(paths[1].relative_to(out)), caption)
+
+    # 1. transfer matrix
+    blocks.append(("h2", "Cross-task transfer: defense trained on task i, pass rate on task j"))
+    blocks.append(("p", "Rows: the task setting the defense was trained on (its "
+                        f"{'largest size' if transfer_size == 'max' else transfer_size + ' refusal rows'}); columns: "
+                        "the task evaluated. Malicious pass rate: lower is safer. Off-diagonal cells of a single-task "
+                        "row show how far a defense carries over to tasks it never saw. [95% Wilson interval]."))
+    for model in col.models:
+        for w in col.weightings:
+            mal = collect.transfer_matrix(col, model, w, transfer_size)
+            ben = collect.transfer_matrix(col, model, w, transfer_size, domains=col.benign)
+            if len(mal["rows"]) < 2:
+                continue
+            views["transfer"].append(mal)
+            views["benign_transfer"].append(ben)
+            name = model + (f", weighting {w}" if multi_w else "")
+            blocks += [("h3", f"{name}: malicious documents"), ("table", tables.transfer_rows(mal)),
+                       ("h3", f"{name}: benign documents ({' + '.join(col.benign)}), the cost in utility"),
+                       ("table", tables.transfer_rows(ben)),
+                       fig(plots.transfer_heatmap([mal, ben], fig_dir / _slug("transfer", model, w if multi_w else None),
+                                                  title=f"Cross-task transfer — {name}"),
+                           f"Transfer matrix, {name}: malicious (left, lower is better) and benign (right, higher is "
+                           "better) pass rates (%)")]
+
+    # 2. size curves
+    blocks.append(("h2", "Pass rate vs defense size"))
+    blocks.append(("p", "Each defended setting measured on its own task(s) (mixed: all evaluated tasks), pooled over "
+                        "seeds; the base model on the same task(s) first. Refusal rows = per task × defended tasks."))
+    for model in col.models:
+        for w in col.weightings:
+            curves = collect.size_curves(col, model, w)
+            if not curves["settings"]:
+                continue
+            views["size_curves"].append(curves)
+            name = model + (f", weighting {w}" if multi_w else "")
+            blocks += [("h3", name), ("table", tables.size_rows(curves, [*col.domains, "benign"])),
+                       fig(plots.size_curve_chart(curves, col.domains, fig_dir / _slug("size-curve", model, w if multi_w else None),
+                                                  title=f"Pass rate vs defense size — {name}"),
+                           f"Pass rate vs defense size, {name} (log x, Wilson 95% bands; dotted: base model)")]
+
+    # 3. trade-off
+    points = {m: collect.tradeoff_points(col, m) for m in col.models}
+    views["tradeoff"] = [{"model": m, "points": p} for m, p in points.items()]
+    blocks += [("h2", "Safety–utility trade-off"),
+               ("p", "One point per run (every seed): malicious pass rate against benign pass rate over all evaluated "
+                     "tasks. The ideal defense sits in the top-left corner; the star is the base model."),
+               fig(plots.tradeoff_chart(points, fig_dir / "tradeoff"), "Safety–utility trade-off, one point per run")]
+
+    # 4. utility
+    blocks.append(("h2", "Per-task utility vs defense size"))
+    blocks.append(("p", "Share of benign records the model answered **and** whose answer is usable (task-specific "
+                        "checks: summary length and compression, Chinese output for translate, a sentiment word, a "
+                        "new sentence for cloze, the reference casing for case); pooled over benign domains and seeds."))
+    for model in col.models:
+        for w in col.weightings:
+            ucurves = collect.utility_curves(col, model, w)
+            if not any(ucurves["tasks"].values()):
+                continue
+            views["utility_curves"].append(ucurves)
+            name = model + (f", weighting {w}" if multi_w else "")
+            blocks += [("h3", name), ("table", tables.utility_rows(ucurves)),
+                       fig(plots.utility_chart(ucurves, fig_dir / _slug("utility", model, w if multi_w else None),
+                                               title=f"Per-task utility vs defense size — {name}"),
+                           f"Utility on benign documents per task, {name}")]
+
+    # 5. the paper's matcher
+    if col.judge != "paper" and all("paper" in r.summary.get("judges", {}) for r in col.runs):
+        paper = Collection(col.runs, col.eval_tasks, col.domains, "paper", col.sources, col.sweeps)
+        blocks.append(("h2", "The paper's 13-string matcher (for comparability)"))
+        blocks.append(("p", "The same transfer matrix (malicious documents) judged by substring matching, as in the "
+                            "reference code; it over-states pass rates (it misses refusals in Chinese and counts empty or "
+                            "echoed output as processed)."))
+        for model in col.models:
+            for w in col.weightings:
+                m = collect.transfer_matrix(paper, model, w, transfer_size)
+                if len(m["rows"]) >= 2:
+                    blocks += [("h3", model + (f", weighting {w}" if multi_w else "")),
+                               ("table", tables.transfer_rows(m, with_ci=False))]
+
+    # 6. runs, timings, examples
+    blocks += [("h2", "All runs"), ("table", tables.runs_rows(col.runs, col.judge, col.eval_tasks, col.domains))]
+    timing_rows = [[r.id, *(f"{r.timings.get(k, 0):.0f}" if k in r.timings else "–" for k in ("train", "generate", "score"))]
+                   for r in col.runs if r.timings]
+    if timing_rows:
+        blocks += [("h3", "Time per stage (seconds; 0 when the stage was reused from the cache)"),
+                   ("table", (["run", "train", "generate", "score"], timing_rows))]
+    ex = _examples(col, show_text, examples)
+    if ex:
+        blocks += [("h2", "Examples" + ("" if show_text else " (malicious documents and answers redacted)")),
+                   ("list", ex)]
+    blocks += [("h2", "How to read this report"), ("list", _method_notes(col))]
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.md", to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, title))
+    results = {"title": title, "sources": col.sources, "sweeps": col.sweeps, "judge": col.judge,
+               "eval_tasks": col.eval_tasks, "domains": col.domains, "runs": [_run_json(r) for r in col.runs],
+               "views": views, "figures": figures}
+    write_json(out / "results.json", results)
+    return {"report_md": out / "report.md", "report_html": out / "report.html", "results": out / "results.json",
+            "figures": [out / f for f in figures], "views": views}
+
+
+def _intro(col: Collection) -> str:
+    n_def = sum(1 for r in col.runs if not r.is_base)
+    base = next((r for r in col.runs if r.is_base), col.runs[0])
+    cells = base.summary["judges"][col.judge]["cells"]
+    per_cell = {d: next((cells[t][d]["n"] for t in cells if d in cells[t]), 0) for d in col.domains}
+    docs = ", ".join(f"{n} {d}" for d, n in per_cell.items())
+    return (f"{len(col.runs)} runs: {n_def} defenses and {len(col.runs) - n_def} base model evaluation(s); models "
+            f"{', '.join(f'`{m}`' for m in col.models)}; defended settings {', '.join(col.settings()) or 'none'}; "
+            f"evaluated tasks {', '.join(col.eval_tasks)} with {docs} documents per task (the same documents under "
+            f"every task). Pass rate = share of documents the model processed instead of refusing, judged by "
+            f"{JUDGE_TEXT.get(col.judge, '`' + col.judge + '`')}.")
+
+
+def _method_notes(col: Collection) -> list[str]:
+    return [
+        "Pass rate: lower is better on `malicious` documents; higher is better on the benign domains "
+        f"({', '.join(col.benign)}).",
+        "Intervals are 95% Wilson score intervals. Rates pooled over tasks, domains or seeds sum the counts; the same "
+        "documents recur under every task and seed, so pooled intervals are descriptive, not independent samples.",
+        "Small cells (a few documents) have wide intervals: read differences inside overlapping intervals as noise.",
+        "Refusal rows: the number of (instruction, malicious document, refusal) rows in the defense set; every set also "
+        "holds benign rows with real answers (see the data recipe's `benign_ratio`).",
+    ]
+
+
+def _run_json(r: collect.RunView) -> dict[str, Any]:
+    return {"id": r.id, "sweep": r.sweep, "model": r.model, "setting": r.setting, "defense_tasks": r.defense_tasks,
+            "size_per_task": r.size_per_task, "defense_rows": r.defense_rows, "weighting": r.weighting, "seed": r.seed,
+            "train": r.train, "timings_s": r.timings, "summary": r.summary}
+
+
+def _examples(col: Collection, show: bool, per_domain: int) -> list[str]:
+    """A few answers of the largest defense (mixed first), read from its scored records if they are at hand."""
+    import json
+
+    if per_domain <= 0:
+        return []
+    candidates = sorted((r for r in col.runs if not r.is_base and r.scores and r.scores.is_file()),
+                        key=lambda r: (r.setting == "mixed", r.defense_rows), reverse=True)
+    if not candidates:
+        return []
+    run = candidates[0]
+    rows = [json.loads(line) for line in run.scores.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+    for dom in col.domains:
+        for r in [x for x in rows if x.get("domain") == dom][:per_domain]:
+            sensitive = dom == "malicious"
+            verdict = (r.get("judgements") or {}).get(col.judge, {}).get("label", "?")
+            out.append(f"**{run.id}**, {dom} / {r.get('task')} (`{verdict}`): document "
+                       f"“{_shown(r.get('document'), sensitive, show, 80)}” → answer "
+                       f"“{_shown(r.get('response'), sensitive, show, 120)}”")
+    return out
+
+
+def _shown(text: str | None, sensitive: bool, show: bool, keep: int) -> str:
+    """Malicious text is redacted (unless ``show``); benign text is only shortened for the page."""
+    if sensitive:
+        return redact(text, True, show, keep)
+    text = " ".join((text or "").split())
+    return text if len(text) <= 2 * keep else text[: 2 * keep] + "…"

@@ -1,0 +1,421 @@
+"""The four stages of a sweep cell, each keyed by a hash of its inputs (see :mod:`.cache`).
+
+* data:     one ``xtask-safety data build`` (:func:`xtask_safety.data.pipeline.run_build`) for the whole
+            sweep, plus the evaluation grid every cell answers (a per-domain subsample of its grid);
+* train:    the cell's recipe (training recipe + overrides + the cell's model, set, weighting, seed) is
+            written beside the adapter and trained in this process or under ``accelerate launch``; a
+            finished adapter is reused, a killed one resumes from its last complete checkpoint;
+* generate: :func:`xtask_safety.generate.run.generate_runs` (resumes record by record);
+* score:    every judge, utility metrics and the pass tables (:mod:`xtask_safety.score.run`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xtask_safety.errors import ConfigError, DataError, XtaskError
+from xtask_safety.sweep.cache import EventLog, SweepDir, file_lock, stage_key
+from xtask_safety.sweep.config import Cell, SweepArguments, weighting_flags
+
+TRAIN_DONE = "xtask_sweep_train.json"
+CELL_RECIPE = "sweep_recipe.yaml"
+# recipe keys that only name or track a run: they do not change what is trained
+UNKEYED = ("output_dir", "train_file", "run_group", "run_tags", "resume", "wandb_project")
+REPO = Path(__file__).resolve().parents[3]
+
+
+def log(msg: str) -> None:
+    print(f"[xtask-safety sweep] {msg}", flush=True)
+
+
+def resolve_file(path: str, what: str) -> Path:
+    """A recipe path as given, else relative to the source checkout (recipes/ ships with it)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (REPO / p).is_file():
+        return REPO / p
+    raise ConfigError(f"{what}: {path} not found (run from the repository root or give a path)")
+
+
+def load_yaml(path: Path, what: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{what}: {path} must be a YAML mapping")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class SweepPlan:
+    """Everything needed to run (or print) the sweep, computed without running anything."""
+
+    args: SweepArguments
+    dir: SweepDir
+    cells: list[Cell]
+    build_args: Any  # DataBuildArguments
+    data_key: str
+    grid_key: str
+    train_recipe: Path
+    train_base: dict[str, Any]  # the training recipe with the sweep's overrides
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # cell id -> {train, generate, score}
+
+    @property
+    def build_dir(self) -> Path:
+        return self.dir.build(self.data_key)
+
+    @property
+    def grid_path(self) -> Path:
+        return self.dir.grid(self.grid_key)
+
+    def cell_recipe(self, cell: Cell, paths: bool = True) -> dict[str, Any]:
+        """The training recipe of one cell (written to ``<adapter>/sweep_recipe.yaml``); without ``paths``,
+        what its training key hashes (the set is identified by the data key and its name instead)."""
+        recipe = {**self.train_base, **weighting_flags(cell.weighting), "model_name_or_path": cell.model,
+                  "seed": cell.seed}
+        if paths:
+            recipe.update({"train_file": str(self.build_dir / cell.set_file), "output_dir": str(self.adapter_dir(cell)),
+                           "resume": True, "run_group": self.args.name,
+                           "run_tags": [f"sweep:{self.args.name}", f"seed:{cell.seed}"]})
+        return recipe
+
+    def adapter_dir(self, cell: Cell) -> Path:
+        return self.dir.adapter(cell.id, self.keys[cell.id]["train"])
+
+    def generations(self, cell: Cell) -> Path:
+        return self.dir.generations(cell.id, self.keys[cell.id]["generate"])
+
+    def scores(self, cell: Cell) -> Path:
+        return self.dir.scores(cell.id, self.keys[cell.id]["score"])
+
+    def prompt_settings(self) -> dict[str, Any]:
+        return {"prompt_template": self.train_base.get("prompt_template", "chat"),
+                "system_prompt": self.train_base.get("system_prompt"),
+                "dtype": self.train_base.get("dtype") or "float32"}
+
+    def sampling(self) -> Any:
+        from xtask_safety.generate.transformers_backend import SamplingConfig
+
+        return SamplingConfig(max_new_tokens=self.args.max_new_tokens)
+
+
+def make_plan(args: SweepArguments, cells: list[Cell]) -> SweepPlan:
+    build_args = data_build_args(args)
+    data_key = stage_key({"stage": "data", "build": _build_inputs(build_args)})
+    grid_key = stage_key({"stage": "grid", "data": data_key, "phrasing": args.eval_phrasing,
+                          "docs": args.eval_docs, "tasks": args.eval_task_list})
+    recipe = resolve_file(args.train_recipe, "train_recipe")
+    base = {**load_yaml(recipe, "train_recipe"), **args.train_overrides}
+    plan = SweepPlan(args, SweepDir(args.output_dir), cells, build_args, data_key, grid_key, recipe, base)
+    for cell in cells:
+        keys: dict[str, str] = {}
+        if not cell.is_base:
+            rec = {k: v for k, v in plan.cell_recipe(cell, paths=False).items() if k not in UNKEYED}
+            keys["train"] = stage_key({"stage": "train", "data": data_key, "set": cell.set_file, "recipe": rec})
+        keys["generate"] = stage_key({"stage": "generate", "model": cell.model, "train": keys.get("train"),
+                                      "grid": grid_key, "sampling": asdict(plan.sampling()),
+                                      "backend": args.backend, "max_model_len": args.max_model_len,
+                                      **plan.prompt_settings()})
+        keys["score"] = stage_key({"stage": "score", "generate": keys["generate"], "judges": args.judges,
+                                   "primary": args.primary_judge, "utility": True})
+        plan.keys[cell.id] = keys
+    return plan
+
+
+def data_build_args(args: SweepArguments) -> Any:
+    from dataclasses import fields
+
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.data.pipeline import DataBuildArguments
+
+    if args.data_recipe:
+        path = resolve_file(args.data_recipe, "data_recipe")
+        (build,) = parse_recipe((DataBuildArguments,), ["--config", str(path)], prog="sweep data_recipe")
+    else:
+        build = DataBuildArguments()
+    known = {f.name for f in fields(DataBuildArguments)}
+    unknown = sorted(set(args.data_overrides) - known)
+    if unknown:
+        raise ConfigError(f"data_overrides: unknown data recipe key(s) {unknown}")
+    for k, v in args.data_overrides.items():
+        setattr(build, k, v)
+    build.tasks = ",".join(args.eval_task_list)
+    build.sizes = list(args.sizes) if any(c != "mixed" for c in args.defended) else []
+    build.mixed_sizes = list(args.mixed_sizes) if "mixed" in args.defended else []
+    build.export_paper = False
+    build.output_dir = "<sweep>"  # set when the build runs
+    build.validate()
+    if not build.eval_per_domain and not any(s.role == "eval" for s in _sources(build)):
+        raise ConfigError("data_recipe: no evaluation documents (set eval_per_domain or add a source with role: eval)")
+    return build
+
+
+def _sources(build: Any) -> list[Any]:
+    from xtask_safety.data.sources import parse_sources
+
+    return parse_sources(build.sources)
+
+
+def _build_inputs(build: Any) -> dict[str, Any]:
+    """The data build's settings plus content hashes of its local inputs (files, the demo corpus)."""
+    from xtask_safety.data.corpus import demo_dir
+    from xtask_safety.data.sources import file_sha256
+
+    hashes = []
+    for spec in _sources(build):
+        if spec.demo:
+            hashes.append(file_sha256(demo_dir()))
+        elif spec.path:
+            p = Path(spec.path)
+            hashes.append(file_sha256(p, spec.pattern) if p.exists() else f"missing:{spec.path}")
+        else:
+            hashes.append(f"hf:{spec.hf}")
+    pool = Path(build.refusal_pool) if build.refusal_pool else None
+    settings = {k: v for k, v in asdict(build).items() if k not in ("output_dir", "overwrite")}
+    return {"settings": settings, "sources_sha256": hashes,
+            "refusal_pool_sha256": file_sha256(pool) if pool and pool.is_file() else None}
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+@dataclass
+class Context:
+    plan: SweepPlan
+    events: EventLog
+    progress: bool = True
+    _grid: list[Any] | None = None
+
+    @property
+    def args(self) -> SweepArguments:
+        return self.plan.args
+
+
+def prepare_data(ctx: Context) -> list[Any]:
+    """Build the defense sets and the evaluation grid once (under a lock); return the grid records."""
+    from xtask_safety.records import read_records, write_jsonl
+
+    plan = ctx.plan
+    with file_lock(plan.dir.root / "data" / ".lock"):
+        if (plan.build_dir / "manifest.json").is_file():
+            ctx.events.add("*", "data", "reused", key=plan.data_key)
+        else:
+            _run_build(ctx)
+        if plan.grid_path.is_file():
+            ctx.events.add("*", "grid", "reused", key=plan.grid_key)
+        else:
+            grid = subsample_grid(read_records(_grid_source(plan.build_dir, ctx.args.eval_phrasing)),
+                                  ctx.args.eval_docs)
+            write_jsonl(plan.grid_path, grid)
+            ctx.events.add("*", "grid", "run", key=plan.grid_key, records=len(grid))
+    ctx._grid = read_records(plan.grid_path)
+    return ctx._grid
+
+
+def _grid_source(build_dir: Path, phrasing: str) -> Path:
+    """The build's grid of held-out documents, else its imported evaluation records (paper eval files)."""
+    grid = build_dir / "eval" / f"grid-{phrasing}.jsonl"
+    if grid.is_file():
+        return grid
+    imported = build_dir / "eval" / "imported.jsonl"
+    if imported.is_file():
+        log(f"data: no held-out document grid; evaluating the imported evaluation records ({imported})")
+        return imported
+    raise ConfigError(f"{build_dir}: the data build has no evaluation grid (set eval_per_domain in the data recipe)")
+
+
+def _run_build(ctx: Context) -> None:
+    from dataclasses import replace
+
+    from xtask_safety.data.pipeline import run_build
+
+    plan = ctx.plan
+    build = replace(plan.build_args, output_dir=str(plan.build_dir), overwrite=True)
+    generator = judge = None
+    if build.refusals == "model":
+        from xtask_safety.data.cli import _model_refusal_fns
+
+        generator, judge = _model_refusal_fns(build)
+    t0 = time.time()
+    result = run_build(build, generator=generator, judge=judge, log=log)
+    ctx.events.add("*", "data", "run", key=plan.data_key, sets=len(result.manifest["sets"]),
+                   seconds=round(time.time() - t0, 1))
+    log(f"data: {len(result.manifest['sets'])} defense sets and the evaluation grids in {plan.build_dir}")
+
+
+def subsample_grid(grid: list[Any], docs: dict[str, int] | int | None) -> list[Any]:
+    """The first N documents of each domain (all their tasks, so comparisons stay paired)."""
+    if docs is None:
+        return grid
+    order: dict[str, list[str]] = {}
+    for r in grid:
+        doc = r.meta.get("doc_id", r.id)
+        ids = order.setdefault(r.domain, [])
+        if doc not in ids:
+            ids.append(doc)
+    if isinstance(docs, dict):
+        unknown = sorted(set(docs) - set(order))
+        if unknown:
+            raise ConfigError(f"eval_docs_per_domain: no evaluation documents of domain(s) {unknown}; "
+                              f"the grid has {sorted(order)}")
+    keep = set()
+    for dom, ids in order.items():
+        n = docs.get(dom, len(ids)) if isinstance(docs, dict) else docs
+        if n > len(ids):
+            raise ConfigError(f"eval_docs_per_domain: {n} {dom!r} documents asked for, the grid has {len(ids)} "
+                              "(raise eval_per_domain in the data recipe)")
+        keep.update(ids[:n])
+    return [r for r in grid if r.meta.get("doc_id", r.id) in keep]
+
+
+def train_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
+    """Train (or reuse, or resume) the cell's adapter; returns the training summary."""
+    import json
+
+    from xtask_safety.records import atomic_write_text, write_json
+    from xtask_safety.train.checkpoints import last_complete_checkpoint
+
+    plan = ctx.plan
+    out = plan.adapter_dir(cell)
+    key = plan.keys[cell.id]["train"]
+    done = out / TRAIN_DONE
+    if done.is_file() and (out / "adapter_model.safetensors").is_file():
+        info = json.loads(done.read_text(encoding="utf-8"))
+        if info.get("key") == key:
+            ctx.events.add(cell.id, "train", "reused", key=key)
+            return info["summary"]
+    recipe = out / CELL_RECIPE
+    atomic_write_text(recipe, dump_yaml(plan.cell_recipe(cell)))
+    resume = last_complete_checkpoint(out)
+    action = "resumed" if resume else "run"
+    log(f"{cell.id}: training ({'from ' + Path(resume).name if resume else 'from scratch'}) -> {out}")
+    t0 = time.time()
+    if ctx.args.launcher == "accelerate":
+        summary = _train_launched(ctx, recipe, out)
+    else:
+        from xtask_safety.train.run import parse_train_args, train
+
+        summary = train(*parse_train_args(["--config", str(recipe)]), progress=ctx.progress)
+    summary = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
+    write_json(done, {"key": key, "summary": summary, "seconds": round(time.time() - t0, 1)})
+    ctx.events.add(cell.id, "train", action, key=key, resumed_from=resume, steps=summary.get("global_step"),
+                   seconds=round(time.time() - t0, 1))
+    return summary
+
+
+def launch_command(ctx_args: SweepArguments, recipe: Path) -> list[str]:
+    """``accelerate launch [--config_file X] [args] -m xtask_safety.train --config RECIPE``."""
+    import shlex
+
+    from xtask_safety.train.launch import build_launch_command
+
+    if ctx_args.accelerate_config:
+        return build_launch_command(ctx_args.accelerate_config, ctx_args.accelerate_args, ["--config", str(recipe)])
+    try:
+        extra = shlex.split(ctx_args.accelerate_args or "")
+    except ValueError as exc:
+        raise ConfigError(f"accelerate_args: {exc}") from None
+    return [sys.executable, "-m", "accelerate.commands.launch", *extra, "-m", "xtask_safety.train",
+            "--config", str(recipe)]
+
+
+def _train_launched(ctx: Context, recipe: Path, out: Path) -> dict[str, Any]:
+    import json
+
+    from xtask_safety.train.launch import LAUNCHED_ENV
+
+    cmd = launch_command(ctx.args, recipe)
+    env = {**os.environ, LAUNCHED_ENV: "1"}
+    proc = subprocess.run(cmd, env=env, check=False)
+    if proc.returncode != 0:
+        raise XtaskError(f"training {out.name}: `accelerate launch` exited with code {proc.returncode} "
+                         "(its output is above); rerun the sweep to resume from the last checkpoint")
+    return json.loads((out / "xtask_training.json").read_text(encoding="utf-8"))["summary"]
+
+
+def generate_cell(ctx: Context, cell: Cell, adapter: Path | None) -> list[dict[str, Any]]:
+    from xtask_safety.generate.run import Run, generate_runs
+    from xtask_safety.records import JsonlAppender
+
+    plan = ctx.plan
+    grid = ctx._grid or []
+    path = plan.generations(cell)
+    key = plan.keys[cell.id]["generate"]
+    with JsonlAppender(path) as existing:
+        pending = sum(1 for r in grid if r.id not in existing.done)
+        if not pending:
+            ctx.events.add(cell.id, "generate", "reused", key=key)
+            return [existing.done[r.id] for r in grid]
+    action = "resumed" if pending < len(grid) else "run"
+    prompt = plan.prompt_settings()
+    info = {"model": cell.model, "adapter": adapter.name if adapter else None, "backend": ctx.args.backend,
+            "prompt_template": prompt["prompt_template"], "system_prompt": prompt["system_prompt"]}
+    t0 = time.time()
+    backend, run_adapter = _backend(ctx, cell, adapter)
+    rows = generate_runs(grid, backend, [Run(path, run_adapter, info)], plan.sampling(), desc=cell.id,
+                         progress=ctx.progress, on_too_long="skip")[0]
+    del backend
+    ctx.events.add(cell.id, "generate", action, key=key, records=pending, seconds=round(time.time() - t0, 1))
+    return rows
+
+
+def _backend(ctx: Context, cell: Cell, adapter: Path | None) -> tuple[Any, str | None]:
+    prompt = ctx.plan.prompt_settings()
+    if ctx.args.backend == "vllm":
+        from xtask_safety.generate.vllm_backend import VLLMBackend
+        from xtask_safety.models import resolve_model_path
+
+        backend = VLLMBackend(resolve_model_path(cell.model), adapters={"defense": str(adapter)} if adapter else {},
+                              max_model_len=ctx.args.max_model_len, prompt_template=prompt["prompt_template"],
+                              system_prompt=prompt["system_prompt"])
+        return backend, "defense" if adapter else None
+    import torch
+
+    from xtask_safety.generate.transformers_backend import TransformersBackend
+    from xtask_safety.models import load_model
+
+    torch.manual_seed(cell.seed)
+    loaded = load_model(cell.model, dtype=prompt["dtype"], adapter=str(adapter) if adapter else None)
+    return TransformersBackend(loaded, ctx.args.batch_size, prompt["prompt_template"], prompt["system_prompt"],
+                               max_model_len=ctx.args.max_model_len), None
+
+
+def score_cell(ctx: Context, cell: Cell, rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+    import json
+
+    from xtask_safety.records import write_json, write_jsonl
+    from xtask_safety.score.run import add_utility, judge_rows, summarize
+
+    out = ctx.plan.scores(cell)
+    key = ctx.plan.keys[cell.id]["score"]
+    if (out / "summary.json").is_file():
+        ctx.events.add(cell.id, "score", "reused", key=key)
+        return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    if rows is None:
+        raise DataError(f"{cell.id}: no generations to score")
+    scored = add_utility(judge_rows(rows, ctx.args.judges))
+    summary = summarize(scored, primary=ctx.args.primary_judge)
+    write_jsonl(out / "scored.jsonl", scored)
+    write_json(out / "summary.json", summary)  # written last: its presence marks the stage done
+    ctx.events.add(cell.id, "score", "run", key=key, records=len(scored))
+    return summary
+
+
+def dump_yaml(obj: dict[str, Any]) -> str:
+    import yaml
+
+    head = "# Written by `xtask-safety sweep` for one cell: the sweep's training recipe, its overrides and the cell.\n"
+    return head + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
