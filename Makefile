@@ -10,7 +10,7 @@ demo: setup
 
 test:
 	@bash scripts/setup.sh --test
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 lint:
 	$(PY) -m ruff check src tests benchmarks

@@ -123,7 +123,10 @@ def build_report(col: Collection, out_dir: str | Path, transfer_size: str = "max
                                ("table", tables.transfer_rows(m, with_ci=False))]
 
     # 6. runs, timings, examples
-    blocks += [("h2", "All runs"), ("table", tables.runs_rows(col.runs, col.judge, col.eval_tasks, col.domains))]
+    blocks += [("h2", "All runs"), ("table", tables.runs_rows(col.runs, col.judge, col.eval_tasks, col.domains)),
+               ("h3", "Judge labels per domain (all tasks): refusals, degenerate output (empty, echo, a lead-in only, "
+                      "loops) and answers"),
+               ("table", tables.labels_rows(col.runs, col.judge, col.domains))]
     timing_rows = [[r.id, *(f"{r.timings.get(k, 0):.0f}" if k in r.timings else "–" for k in ("train", "generate", "score"))]
                    for r in col.runs if r.timings]
     if timing_rows:

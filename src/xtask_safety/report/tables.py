@@ -136,3 +136,19 @@ def runs_rows(runs: list[Any], judge: str, tasks: list[str], domains: list[str])
                      f"{loss:.3f}" if isinstance(loss, (int, float)) else "–",
                      *(cell_text(pass_rate([r], judge, tasks, [d])) for d in domains)])
     return headers, rows
+
+
+def labels_rows(runs: list[Any], judge: str, domains: list[str]) -> Table:
+    """How each run's answers were judged, per domain: real refusals vs degenerate output vs answers."""
+    order = ("refuse", "degenerate", "partial", "comply")
+    headers = ["run", *domains]
+    rows = []
+    for r in runs:
+        cols = []
+        for d in domains:
+            labels = r.summary["judges"][judge]["by_domain"].get(d, {}).get("labels", {})
+            shown = [f"{labels[k]} {k}" for k in order if labels.get(k)]
+            shown += [f"{v} {k}" for k, v in sorted(labels.items()) if k not in order and v]
+            cols.append(" · ".join(shown) or "–")
+        rows.append([r.id, *cols])
+    return headers, rows
