@@ -157,13 +157,11 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place.
+def _write_temp(path: Path, text: str) -> str:
+    """Write ``text`` to a new temporary file beside ``path`` (fsynced, usual permissions); return its name.
 
-    A full disk or another write error becomes a one-line :class:`DataError`; ``path`` is then left as
-    it was. Temporary files of writers that were killed (their process is gone) are removed first.
+    Errors become a one-line :class:`DataError` and leave no temporary file behind.
     """
-    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
@@ -176,6 +174,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    return tmp
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place.
+
+    A full disk or another write error becomes a one-line :class:`DataError`; ``path`` is then left as
+    it was. Temporary files of writers that were killed (their process is gone) are removed first.
+    """
+    path = Path(path)
+    tmp = _write_temp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -193,21 +208,7 @@ def atomic_write_files(files: dict[Path, str], after_each: Any = None) -> None:
     try:
         for path, text in files.items():
             path = Path(path)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                remove_stale_temps(path)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-            except OSError as exc:
-                raise DataError(f"{path}: cannot write ({os_reason(exc)})") from None
-            written.append((tmp, path))
-            try:
-                os.chmod(tmp, 0o666 & ~_umask())
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            written.append((_write_temp(path, text), path))
         for tmp, path in written:
             os.replace(tmp, path)
             if after_each is not None:
