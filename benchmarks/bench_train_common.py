@@ -172,3 +172,28 @@ class Stepper:
         self.cpu.append(time.process_time() - c0)
         self.tokens.append(int(batch["attention_mask"].sum()))
         self.padded.append(int(batch["attention_mask"].numel()))
+
+
+def parser(description: str, max_length: int) -> Any:
+    """The arguments both training benchmarks take (model size, batch, threads, --no_write)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_length", type=int, default=max_length)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no_write", action="store_true", help="print only; leave docs/ alone")
+    return p
+
+
+def finish(section: str, res: dict, args: Any, markdown: Any) -> int:
+    """Print the figures and (unless --no_write) replace the benchmark's section of the docs page."""
+    import json
+
+    res["cmd_extra"] = f" --threads {args.threads}" if args.threads else ""
+    print(json.dumps(res, indent=2, default=str))
+    if not args.no_write:
+        write_section(section, markdown(res))
+    return 0

@@ -21,14 +21,13 @@ reported too; on a shared machine it mostly measures the neighbours); target <= 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_common import Stepper, iqr, machine, median, records, small_llama, write_section  # noqa: E402
+from bench_train_common import Stepper, finish, iqr, machine, median, parser, records, small_llama  # noqa: E402
 
 TARGET = 0.05
 
@@ -156,22 +155,11 @@ decision-token weighting (a per-row Python loop in the collator). Benchmark wall
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], max_length=384)
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_length", type=int, default=384)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--no_write", action="store_true", help="print only; leave docs/ alone")
     args = p.parse_args()
-    res = run(args)
-    res["cmd_extra"] = f" --threads {args.threads}" if args.threads else ""
-    print(json.dumps(res, indent=2, default=str))
-    if not args.no_write:
-        write_section("bench_train_overhead", markdown(res))
-    return 0
+    return finish('bench_train_overhead', run(args), args, markdown)
 
 
 if __name__ == "__main__":
