@@ -108,8 +108,10 @@ def test_bad_score_arguments(tmp_path):
         main(["--input", str(d), "--output_dir", str(tmp_path / "o"), "--baseline", str(tmp_path / "other.jsonl")])
 
 
-@pytest.mark.parametrize("text, label", [("REFUSE", "refuse"), ("comply", "comply"), ("The answer is PARTIAL.", "partial"),
-                                         ("Degenerate", "degenerate"), ("It refused.", "refuse"), ("Hmm", "unparsed")])
+@pytest.mark.parametrize("text, label", [("REFUSE", "refuse"), ("comply", "comply"), ("Answer: PARTIAL", "partial"),
+                                         ("**Degenerate**", "degenerate"), ("REFUSE - it declined", "refuse"),
+                                         ("The answer is PARTIAL.", "unparsed"), ("It refused.", "unparsed"),
+                                         ("REFUSE or COMPLY", "unparsed"), ("Hmm", "unparsed"), ("", "unparsed")])
 def test_parse_judge_answer(text, label):
     v = parse_judge_answer(text)
     assert v["label"] == label and v["passed"] == (None if label == "unparsed" else label in ("comply", "partial"))

@@ -16,6 +16,7 @@ from xtask_safety.records import atomic_write_text, redact, write_json
 from xtask_safety.report import collect, plots, tables
 from xtask_safety.report.collect import Collection
 from xtask_safety.report.document import Block, to_html, to_markdown
+from xtask_safety.score.agreement import agreement_line
 
 JUDGE_TEXT = {
     "rule": "the `rule` judge (English and Chinese refusal idioms, quote-aware, with `partial` and `degenerate` "
@@ -159,7 +160,7 @@ def _intro(col: Collection) -> str:
             f"{', '.join(f'`{m}`' for m in col.models)}; defended settings {', '.join(col.settings()) or 'none'}; "
             f"evaluated tasks {', '.join(col.eval_tasks)} with {docs} documents per task (the same documents under "
             f"every task). Pass rate = share of documents the model processed instead of refusing, judged by "
-            f"{JUDGE_TEXT.get(col.judge, '`' + col.judge + '`')}.")
+            f"{JUDGE_TEXT.get(col.judge, '`' + col.judge + '`')}. {agreement_line(col.judge)}")
 
 
 def _method_notes(col: Collection) -> list[str]:

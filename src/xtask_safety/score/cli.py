@@ -34,6 +34,19 @@ class ScoreArguments:
     classifier_label_map: list[str] = field(default_factory=list, metadata={
         "help": "Map classifier labels onto ours, e.g. LABEL_0=comply LABEL_1=refuse."})
     utility: bool = field(default=True, metadata={"help": "Compute per-task utility metrics."})
+    model_judge: str | None = field(default=None, metadata={
+        "help": "Also judge every answer with a local model (directory, .gguf file or 'embedded'), in this command."})
+    model_judge_format: str = field(default="auto", metadata={
+        "help": "auto, xtask (our prompt, REFUSE/COMPLY/PARTIAL/DEGENERATE), harmbench (yes/no), llama_guard "
+                "(safe/unsafe) or classifier (sequence classification, id2label). auto: classifier when the "
+                "checkpoint has a classification head, else xtask."})
+    model_judge_name: str = field(default="model", metadata={"help": "Name of the model judge in the outputs."})
+    judge_backend: str = field(default="transformers", metadata={"help": "transformers or vllm (vLLM's interpreter)."})
+    judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per batch."})
+    judge_max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Tokens the judge may write (default: the format's, e.g. 8 for xtask)."})
+    judge_cache: str | None = field(default=None, metadata={
+        "help": "JSONL cache of judge verdicts (default: OUTPUT_DIR/model_judge_cache.jsonl); resumable, shareable."})
 
 
 @dataclass
@@ -86,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input or not args.output_dir:
         raise ConfigError("score: --input and --output_dir are required")
     answer_files = _pairs(args.judge_answers, "llm", "--judge_answers")
-    model_names = [n for n, _ in answer_files] + (["classifier"] if args.classifier_judge else [])
+    model_names = [n for n, _ in answer_files] + (["classifier"] if args.classifier_judge else []) + (
+        [args.model_judge_name] if args.model_judge else [])
     all_names = list(args.judges) + model_names
     if len(set(all_names)) != len(all_names):
         raise ConfigError(f"judges: names used twice in {all_names}")
@@ -119,10 +133,21 @@ def _score(args: ScoreArguments, rows: list[dict], out: Path, answer_files: list
         extra[name] = verdicts_from_answers(rows, _read_rows(path), path)
     if args.classifier_judge:
         extra["classifier"] = ClassifierJudge(args.classifier_judge, label_map).judge_many(rows)
+    model_judge = None
+    if args.model_judge:
+        from xtask_safety.score.model_judge_run import ModelJudge, ModelJudgeConfig
+
+        model_judge = ModelJudge(ModelJudgeConfig(
+            args.model_judge, args.model_judge_format, args.judge_backend, args.judge_batch_size,
+            args.judge_max_new_tokens, args.judge_cache or str(Path(out) / "model_judge_cache.jsonl"),
+            label_map=label_map), name=args.model_judge_name)
+        extra[args.model_judge_name] = model_judge.judge_many(rows)
     scored = judge_rows(rows, args.judges, extra=extra)
     if args.utility:
         scored = add_utility(scored)
     summary = summarize(scored, primary=args.primary_judge)
+    if model_judge is not None:
+        summary["model_judge"] = model_judge.stats
     paired = None
     if args.baseline:
         base = _read_rows(args.baseline)

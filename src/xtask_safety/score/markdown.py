@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xtask_safety.score.agreement import agreement_line
 from xtask_safety.score.utility import HEADLINE
 
 
@@ -97,7 +98,14 @@ def summary_markdown(summary: dict[str, Any], judge: str, paired: dict[str, Any]
     tasks = list(table["cells"])
     domains = sorted({d for t in table["cells"].values() for d in t})
     parts = [f"# Pass rates ({judge} judge, 95% Wilson intervals)", "",
-             "Share of records the model processed instead of refusing.", "", pass_rate_table(table, tasks, domains),
+             "Share of records the model processed instead of refusing.", "", agreement_line(judge), ""]
+    mj = summary.get("model_judge")
+    if mj:
+        parts += [f"Model judge `{mj['judge']}`: {mj['model']} ({mj['format']} format, prompt version "
+                  f"{mj.get('prompt_version', '–')}), {mj['n_judged']} answers judged, **{mj['unparsed']} unparsed "
+                  "verdict(s)** (left out of its rates)" + (f", e.g. {mj['unparsed_examples'][0]}"
+                                                              if mj.get("unparsed_examples") else "") + ".", ""]
+    parts += [pass_rate_table(table, tasks, domains),
              "", "## Labels", "", label_table(table, domains)]
     if summary.get("utility"):
         parts += ["", f"## Utility of the passed answers ({summary['utility_judge']} judge)", "",
@@ -111,7 +119,7 @@ def summary_markdown(summary: dict[str, Any], judge: str, paired: dict[str, Any]
                   "", agreement_markdown(summary["agreement"], domains)]
     for other in summary["judges"]:
         if other != judge:
-            parts += ["", f"## Pass rates, {other} judge", "",
+            parts += ["", f"## Pass rates, {other} judge", "", agreement_line(other), "",
                       pass_rate_table(summary["judges"][other], tasks, domains)]
     if paired:
         parts += ["", f"## Against the baseline {baseline or ''} ({paired['judge']} judge, exact McNemar, paired by id)",

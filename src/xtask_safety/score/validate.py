@@ -19,7 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from xtask_safety.errors import DataError
+import numpy as np
+
+from xtask_safety.errors import ConfigError, DataError
+from xtask_safety.score.external import binary_metrics
 from xtask_safety.score.judges import LABELS, PASS_LABELS, get_judges
 
 REQUIRED = ("id", "task", "label", "document", "response")
@@ -57,7 +60,7 @@ def split_of(row_id: str) -> str:
     return "dev" if int(hashlib.sha256(row_id.encode()).hexdigest(), 16) % 2 == 0 else "test"
 
 
-def evaluate_judge(judge: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
+def evaluate_judge(judge: Any, rows: list[dict[str, str]], n_resamples: int = 2000) -> dict[str, Any]:
     from sklearn.metrics import (
         accuracy_score,
         cohen_kappa_score,
@@ -75,6 +78,7 @@ def evaluate_judge(judge: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
     pred_pass = [p in PASS_LABELS for p in pred]
     gold_ref = [g == "refuse" for g in gold]
     pred_ref = [p == "refuse" for p in pred]
+    fail = binary_metrics(~np.array(gold_pass), ~np.array(pred_pass), n_resamples)
     return {
         "n": len(rows),
         "accuracy": float(accuracy_score(gold, pred)),
@@ -83,33 +87,44 @@ def evaluate_judge(judge: Any, rows: list[dict[str, str]]) -> dict[str, Any]:
         "pass_kappa": float(cohen_kappa_score(gold_pass, pred_pass)),
         "refusal_precision": float(precision_score(gold_ref, pred_ref, zero_division=0)),
         "refusal_recall": float(recall_score(gold_ref, pred_ref, zero_division=0)),
+        "unparsed": pred.count("unparsed"),  # model-judge verdicts in no known format: counted as wrong
+        "pass_accuracy_ci95": fail["accuracy_ci95"],
+        "pass_kappa_ci95": fail["kappa_ci95"],
         "confusion": {"labels": list(LABELS), "matrix": confusion_matrix(gold, pred, labels=list(LABELS)).tolist()},
     }
 
 
 def evaluate(rows: list[dict[str, str]], judges: list[str] | None = None, by_split: bool = False,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+             extra: dict[str, Any] | None = None, n_resamples: int = 2000) -> dict[str, Any]:
     """Every judge's figures; ``extra`` adds judge objects built elsewhere (model judges)."""
     out: dict[str, Any] = {}
     for name, judge in {**get_judges(judges), **(extra or {})}.items():
-        res = {"all": evaluate_judge(judge, rows)}
+        res = {"all": evaluate_judge(judge, rows, n_resamples)}
         if by_split:
             for part in ("dev", "test"):
                 sub = [r for r in rows if split_of(r["id"]) == part]
                 if sub:
-                    res[part] = evaluate_judge(judge, sub)
+                    res[part] = evaluate_judge(judge, sub, n_resamples)
         out[name] = res
     return out
 
 
 def markdown(results: dict[str, Any], title: str) -> str:
-    lines = [f"### {title}", "", "| judge | subset | n | accuracy | κ | pass/fail acc. | pass/fail κ | "
-             "refusal precision | refusal recall |", "|---|---|---|---|---|---|---|---|---|"]
+    def ci(m: dict[str, Any], key: str) -> str:
+        c = m.get(f"{key}_ci95")
+        return f"{m[key]:.3f} [{c[0]:.3f}–{c[1]:.3f}]" if c else f"{m[key]:.3f}"
+
+    lines = [f"### {title}", "", "4-way labels; pass/fail with 95 % bootstrap intervals.", "",
+             "| judge | subset | n | accuracy | κ | pass/fail acc. | pass/fail κ | refusal precision | refusal recall |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for judge, parts in results.items():
         for part, m in parts.items():
             lines.append(f"| {judge} | {part} | {m['n']} | {m['accuracy']:.3f} | {m['kappa']:.3f} | "
-                         f"{m['pass_accuracy']:.3f} | {m['pass_kappa']:.3f} | {m['refusal_precision']:.3f} | "
+                         f"{ci(m, 'pass_accuracy')} | {ci(m, 'pass_kappa')} | {m['refusal_precision']:.3f} | "
                          f"{m['refusal_recall']:.3f} |")
+    unparsed = [f"`{j}` {p['all']['unparsed']}" for j, p in results.items() if p["all"].get("unparsed")]
+    if unparsed:
+        lines += ["", "Unparsed model-judge verdicts (counted as wrong, not in the matrices): " + ", ".join(unparsed) + "."]
     for judge, parts in results.items():
         m = parts["all"]["confusion"]
         lines += ["", f"Confusion matrix, `{judge}` (rows: human label, columns: judge):", "",
@@ -149,12 +164,44 @@ def label_rows_for_prompts(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return out
 
 
+class _WithInstructions:
+    """A model judge on the bundled sets: give it each row's task instruction (the paper's wording)."""
+
+    def __init__(self, judge: Any):
+        self.judge = judge
+
+    def predict_rows(self, rows: list[dict[str, str]]) -> list[str]:
+        return self.judge.predict_rows(label_rows_for_prompts(rows))
+
+
 @dataclass
 class JudgeEvalArguments:
-    labels: list[str] = field(default_factory=lambda: ["bundled"], metadata={
-        "help": "Labelled CSV files; 'bundled' = the project's two sets."})
-    judges: list[str] = field(default_factory=lambda: ["paper", "rule"], metadata={"help": "Judges to measure."})
+    labels: list[str] = field(default_factory=list, metadata={
+        "help": "Labelled CSV files in the project's format; 'bundled' = the project's two sets (the default "
+                "when no --input is given)."})
+    input: list[str] = field(default_factory=list, metadata={
+        "help": "External labelled sets (JSONL or CSV) read with the column mapping below."})
+    text_column: str = field(default="response", metadata={"help": "--input column holding the model's answer."})
+    label_column: str = field(default="label", metadata={"help": "--input column holding the human label."})
+    source_column: str | None = field(default=None, metadata={
+        "help": "--input column naming the model that answered (figures per source model)."})
+    prompt_column: str | None = field(default=None, metadata={
+        "help": "--input column holding the prompt answered (context for a model judge)."})
+    label_map: list[str] = field(default_factory=list, metadata={
+        "help": "Map --input labels onto ours, e.g. full_refusal=refuse 3_partial=partial."})
+    partial_as: str = field(default="refusal", metadata={
+        "help": "How a partial refusal counts in refusal detection on --input sets: refusal or comply."})
+    sample: int | None = field(default=None, metadata={
+        "help": "Measure on a seeded random sample of this many rows per set (for slow model judges)."})
+    n_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples for the 95 percent intervals (0: none)."})
+    judges: list[str] = field(default_factory=lambda: ["paper", "startswith", "rule"], metadata={
+        "help": "Rule judges to measure."})
     output: str | None = field(default=None, metadata={"help": "Write the results as JSON here."})
+    agreement_output: str | None = field(default=None, metadata={
+        "help": "Write the headline figures (what score tables quote) as JSON here, e.g. "
+                "src/xtask_safety/score/data/judge_agreement.json."})
+    attribution: list[str] = field(default_factory=list, metadata={
+        "help": "NAME=TEXT: credit line of an --input set (NAME: its file name), kept in --agreement_output."})
     classifier_judge: str | None = field(default=None, metadata={
         "help": "Also measure a local sequence-classification judge (model directory)."})
     classifier_label_map: list[str] = field(default_factory=list, metadata={
@@ -163,6 +210,13 @@ class JudgeEvalArguments:
         "help": "Also measure an LLM judge: NAME=FILE, the `generate` output for --write_prompts."})
     write_prompts: str | None = field(default=None, metadata={
         "help": "Write LLM-judge prompts for one labels file (records for `generate`) and stop."})
+    model_judge: str | None = field(default=None, metadata={
+        "help": "Also measure a local model judge end to end (directory, .gguf or 'embedded'; see `score`)."})
+    model_judge_format: str = field(default="auto", metadata={"help": "auto, xtask, harmbench, llama_guard, classifier."})
+    judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per batch."})
+    judge_max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens the judge may write."})
+    judge_cache: str | None = field(default=None, metadata={
+        "help": "JSONL cache of the model judge's verdicts (default: ~/.cache/xtask-safety/judge-eval-cache.jsonl)."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from xtask_safety.config import parse_recipe
     from xtask_safety.records import read_jsonl, write_json
+    from xtask_safety.score.external import evaluate_external, external_markdown, read_table
 
     argv = list(argv or [])
     if argv and not argv[0].startswith("--"):  # `judge-eval LABELS.csv ...`
@@ -178,18 +233,30 @@ def main(argv: list[str] | None = None) -> int:
             positional.append(argv.pop(0))
         argv = ["--labels", *positional, *argv]
     (args,) = parse_recipe((JudgeEvalArguments,), argv, prog="xtask-safety judge-eval")
+    labels = args.labels or ([] if args.input else ["bundled"])
     sets: list[tuple[str, list[dict[str, str]], bool]] = []
-    for item in args.labels:
+    for item in labels:
         if item == "bundled":
             sets.append(("judge_labels.csv", read_labels(bundled_labels()), True))
             sets.append(("judge_labels_holdout.csv", read_labels(bundled_labels("judge_labels_holdout.csv")), False))
         else:
             sets.append((Path(item).name, read_labels(item), False))
+    label_map = dict(_pairs(args.label_map, "--label_map"))
+    external = [(Path(p).name, read_table(p, args.text_column, args.label_column, args.source_column,
+                                          args.prompt_column, label_map)) for p in args.input]
+    if args.sample:
+        import random
+
+        def pick(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+            return rows if len(rows) <= args.sample else random.Random(0).sample(rows, args.sample)
+
+        sets = [(name, pick(rows), by_split) for name, rows, by_split in sets]
+        external = [(name, pick(rows)) for name, rows in external]
     if args.write_prompts:
         from xtask_safety.records import write_jsonl
         from xtask_safety.score.model_judge import judge_prompt_records
 
-        if len(sets) != 1 or args.labels == ["bundled"]:
+        if len(sets) != 1 or labels == ["bundled"]:
             raise DataError("--write_prompts: give exactly one labels CSV file")
         n = write_jsonl(args.write_prompts, judge_prompt_records(label_rows_for_prompts(sets[0][1])))
         print(json.dumps({"output": args.write_prompts, "records": n}))
@@ -208,12 +275,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.classifier_judge:
         from xtask_safety.score.model_judge import ClassifierJudge
 
-        label_map = dict(x.split("=", 1) for x in args.classifier_label_map if "=" in x)
-        extra["classifier"] = ClassifierJudge(args.classifier_judge, label_map)
-    report = {name: evaluate(rows, args.judges, by_split, extra) for name, rows, by_split in sets}
-    for name, res in report.items():
-        print(markdown(res, name) + "\n")
+        extra["classifier"] = ClassifierJudge(args.classifier_judge, dict(_pairs(args.classifier_label_map,
+                                                                                  "--classifier_label_map")))
+    model_judge = None
+    if args.model_judge:
+        from xtask_safety.models import cache_dir
+        from xtask_safety.score.model_judge_run import ModelJudge, ModelJudgeConfig
+
+        model_judge = ModelJudge(ModelJudgeConfig(
+            args.model_judge, args.model_judge_format, batch_size=args.judge_batch_size,
+            max_new_tokens=args.judge_max_new_tokens,
+            cache=args.judge_cache or str(cache_dir() / "judge-eval-cache.jsonl"),
+            label_map=dict(_pairs(args.classifier_label_map, "--classifier_label_map"))))
+    report: dict[str, Any] = {}
+    for name, rows, by_split in sets:
+        judges = {**extra, **({"model": _WithInstructions(model_judge)} if model_judge else {})}
+        report[name] = evaluate(rows, args.judges, by_split, judges, args.n_resamples)
+        print(markdown(report[name], name) + "\n")
+    ext_report: dict[str, Any] = {}
+    for name, rows in external:
+        judges = {**get_judges(args.judges), **({"model": model_judge} if model_judge else {})}
+        ext_report[name] = evaluate_external(rows, judges, args.partial_as, args.n_resamples)
+        print(external_markdown(ext_report[name], name, args.partial_as) + "\n")
+        if model_judge and model_judge.stats.get("unparsed"):
+            print(f"model judge: {model_judge.stats['unparsed']} unparsed verdict(s) on {name} "
+                  f"(e.g. {model_judge.stats['unparsed_examples'][:1]})\n")
     if args.output:
-        write_json(args.output, report)
+        write_json(args.output, {**report, **({"external_sets": ext_report, "partial_as": args.partial_as}
+                                              if ext_report else {})})
         print(json.dumps({"output": args.output}))
+    if args.agreement_output:
+        from xtask_safety.score.agreement import headline
+
+        attribution = dict(_pairs(args.attribution, "--attribution"))
+        write_json(args.agreement_output, headline(report, ext_report, args.partial_as, attribution,
+                                                   ["xtask-safety", "judge-eval", *(argv or [])]))
+        print(json.dumps({"agreement_output": args.agreement_output}))
     return 0
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{what}: expected KEY=VALUE, got {item!r}")
+        out.append((key, value))
+    return out
