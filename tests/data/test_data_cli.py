@@ -87,4 +87,4 @@ def test_inspect_and_convert_errors(tmp_path, capsys):
     rc, _, err = _run(capsys, ["inspect"])
     assert rc == 2 and "expected a PATH" in err
     rc, _, err = _run(capsys, ["export", "--input", "x.jsonl", "--format", "csv", "--output", "y"])
-    assert rc == 2 and "--format (paper_eval | saferpaca)" in err
+    assert rc == 2 and "--format (paper_eval | saferpaca | paper_dir)" in err

@@ -13,7 +13,7 @@ from xtask_safety.tasks import TASK_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 SUITES = sorted((REPO / "recipes" / "eval").glob("*.yaml"))
-PAPER = REPO / "recipes" / "eval" / "fixtures" / "paper"
+EVAL_DIR = REPO / "recipes" / "eval" / "fixtures" / "paper" / "data" / "evaluation"
 
 
 def _tasks_per_doc(records):
@@ -49,21 +49,29 @@ def test_demo_suite_parts():
     assert all(r.document == "" and r.prompt() == r.instruction for r in safety)
 
 
-def test_paper_files_are_recognised_and_pairing_is_enforced(tmp_path):
-    suite = load_suite(REPO / "recipes" / "eval" / "paper_files.yaml")
-    assert len(suite.records) == 45
+def test_paper_grid_reads_the_released_folder_and_paper_files_enforce_pairing(tmp_path):
+    suite = load_suite(REPO / "recipes" / "eval" / "paper_grid.yaml")
+    assert len(suite.records) == 60 and suite.parts == {"paper": 60}
     assert {r.domain for r in suite.records} == {"malicious", "news", "useful"}
-    # drop one row of one task from a copy of the news file: the grid is no longer paired
-    data = json.loads((PAPER / "news_eval.json").read_text())
-    data["instructions"].pop(4)
-    (tmp_path / "news_eval.json").write_text(json.dumps(data))
+    assert suite.settings == {"max_new_tokens": 128, "max_prompt_tokens": 1024, "on_too_long": "truncate"}
+    assert suite.manifests["paper"]["exact_recovery"] == {"rows": 60, "exact": 60}
+    # --paper_dir replaces the part's folder: the evaluation folder itself is accepted too
+    other = load_suite(REPO / "recipes" / "eval" / "paper_grid.yaml", paper_dir=EVAL_DIR)
+    assert [r.to_dict() for r in other.records] == [r.to_dict() for r in suite.records]
+    # single files: drop one row of one task file from a copy; the grid is no longer paired
+    files = [f"test_{t}_cnn.json" for t in TASK_NAMES]
+    for name in files:
+        (tmp_path / name).write_text((EVAL_DIR / name).read_text())
+    data = json.loads((tmp_path / files[2]).read_text())
+    data["instructions"].pop(1)
+    (tmp_path / files[2]).write_text(json.dumps(data))
+    listed = "".join(f"      - {{path: {n}, domain: news}}\n" for n in files)
     cfg = tmp_path / "s.yaml"
-    cfg.write_text("parts:\n  - name: p\n    kind: paper_files\n    files: [{path: news_eval.json, domain: news}]\n")
+    cfg.write_text("parts:\n  - name: p\n    kind: paper_files\n    files:\n" + listed)
     with pytest.raises(DataError, match=r"not paired: 1 'news' document\(s\) lack some tasks"):
         load_suite(cfg)
-    cfg.write_text("parts:\n  - name: p\n    kind: paper_files\n    paired: false\n"
-                   "    files: [{path: news_eval.json, domain: news}]\n")
-    assert len(load_suite(cfg).records) == 14
+    cfg.write_text("parts:\n  - name: p\n    kind: paper_files\n    paired: false\n    files:\n" + listed)
+    assert len(load_suite(cfg).records) == 19
 
 
 def test_limit_keeps_whole_documents(tmp_path):
@@ -83,6 +91,10 @@ def test_limit_keeps_whole_documents(tmp_path):
     ("parts:\n  - {name: g, kind: grid}\n  - {name: g, kind: grid}\n", ConfigError, "used twice"),
     ("parts: []\n", ConfigError, "non-empty list"),
     ("suite: x\nextra: 1\nparts: []\n", ConfigError, r"unknown key\(s\) \['extra'\]"),
+    ("eval: {max_new_tokens: many}\nparts: []\n", ConfigError, "eval: max_new_tokens must be an integer"),
+    ("eval: {temperature: 1}\nparts: []\n", ConfigError, "eval: unknown key 'temperature'"),
+    ("parts:\n  - {name: p, kind: paper_dir, dir: nowhere}\n", ConfigError, r"nowhere: not a directory"),
+    ("parts:\n  - {name: p, kind: paper_dir, dir: ., pairing: loose}\n", ConfigError, "pairing: expected one of"),
 ])
 def test_bad_suites_name_the_problem(tmp_path, yaml_text, err, needle):
     cfg = tmp_path / "bad.yaml"
@@ -108,9 +120,12 @@ def test_instruction_files(tmp_path):
 
 def test_suite_cli_writes_records(tmp_path, capsys):
     out = tmp_path / "suite.jsonl"
-    assert main([str(REPO / "recipes" / "eval" / "paper_files.yaml"), "--output", str(out)]) == 0
+    assert main([str(REPO / "recipes" / "eval" / "paper_grid.yaml"), "--output", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["records"] == report["written"] == 45
-    assert len(read_records(out)) == 45
+    assert report["records"] == report["written"] == 60
+    assert len(read_records(out)) == 60
     with pytest.raises(ConfigError, match="unknown part"):
-        main([str(REPO / "recipes" / "eval" / "paper_files.yaml"), "--output", str(out), "--parts", "nope"])
+        main([str(REPO / "recipes" / "eval" / "paper_grid.yaml"), "--output", str(out), "--parts", "nope"])
+    assert main([str(REPO / "recipes" / "eval" / "paper_grid.yaml"), "--paper_dir", str(EVAL_DIR), "--output",
+                 str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 60

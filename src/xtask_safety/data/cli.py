@@ -4,7 +4,9 @@
   (:mod:`xtask_safety.data.pipeline`); ``data build --corpus ... --output FILE`` (no recipe, no
   ``--output_dir``): one defense set from corpus JSONL files, as before.
 * ``data grid``: an evaluation grid; ``data inspect PATH``: counts, lengths, redacted rows;
-* ``data import`` / ``data export``: the paper's evaluation and saferpaca files <-> records.
+* ``data import`` / ``data export``: the paper's evaluation and saferpaca files <-> records;
+  ``data import --paper_dir DIR``: the whole released ``data/evaluation`` folder in one go, with a
+  manifest; ``data export --format paper_dir``: records back to that folder's layout.
 
 This is the one module of the data stage allowed to import the generation backend and the judges
 (lazily, inside :func:`_model_refusal_fns`), to sample refusals for ``refusals: model``.
@@ -13,7 +15,9 @@ This is the one module of the data stage allowed to import the generation backen
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xtask_safety.errors import ConfigError
 
@@ -60,8 +64,14 @@ class InspectArguments:
 @dataclass
 class ConvertArguments:
     input: str = field(default="", metadata={"help": "Input file."})
-    output: str = field(default="", metadata={"help": "Output file."})
-    format: str = field(default="", metadata={"help": "paper_eval | saferpaca."})
+    output: str = field(default="", metadata={"help": "Output file (export --format paper_dir: a folder)."})
+    format: str = field(default="", metadata={"help": "paper_eval | saferpaca (export also: paper_dir)."})
+    paper_dir: str | None = field(default=None, metadata={
+        "help": "import: a clone of the paper's repository or its data/evaluation folder: all 15 evaluation "
+                "files into one JSONL plus <output>.manifest.json."})
+    pairing: str = field(default="strict", metadata={
+        "help": "import --paper_dir: strict (a document that differs across task files is an error) or report "
+                "(listed in the manifest)."})
     domain: str | None = field(default=None, metadata={"help": "import paper_eval: domain of every row "
                                                         "(default: sidecar or file-name hint)."})
     unattributed: str = field(default="error", metadata={"help": "import paper_eval: error | skip rows whose "
@@ -116,15 +126,17 @@ def _model_refusal_fns(args):
     """Generator (Transformers backend, sampling) and judge (rule judge) for ``refusals: model``."""
     from dataclasses import replace as dc_replace
 
-    from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
-    from xtask_safety.models import load_model, offline_defaults
+    from xtask_safety.generate.backends import BackendSpec, build_backend
+    from xtask_safety.generate.transformers_backend import SamplingConfig
+    from xtask_safety.models import offline_defaults
     from xtask_safety.score.judges import RuleJudge
 
     if not args.refusal_model:
         raise ConfigError("refusals: model needs refusal_model (a model path, HF id or 'embedded')")
     offline_defaults()
-    loaded = load_model(args.refusal_model)
-    backend = TransformersBackend(loaded, args.refusal_batch_size, args.prompt_template, args.refusal_system_prompt)
+    backend = build_backend("transformers", BackendSpec(
+        model=args.refusal_model, batch_size=args.refusal_batch_size, prompt_template=args.prompt_template,
+        system_prompt=args.refusal_system_prompt))
     base = SamplingConfig(max_new_tokens=args.refusal_max_new_tokens, do_sample=True,
                           temperature=args.refusal_temperature, seed=args.seed)
     rule = RuleJudge()
@@ -169,20 +181,73 @@ def _convert(action: str, rest: list[str]) -> int:
     from xtask_safety.records import read_records, write_jsonl
 
     (args,) = parse_recipe((ConvertArguments,), rest, prog=f"xtask-safety data {action}")
-    if not args.input or not args.output or args.format not in ("paper_eval", "saferpaca"):
-        raise ConfigError(f"data {action}: --input, --output and --format (paper_eval | saferpaca) are required")
+    if action == "import" and args.paper_dir:
+        return _import_paper_dir(args)
+    formats_ok = ("paper_eval", "saferpaca") + (("paper_dir",) if action == "export" else ())
+    if not args.input or not args.output or args.format not in formats_ok:
+        raise ConfigError(f"data {action}: --input, --output and --format ({' | '.join(formats_ok)}) are required"
+                          + (", or --paper_dir DIR and --output" if action == "import" else ""))
     if action == "import":
         if args.format == "paper_eval":
             rows = formats.read_paper_eval_file(args.input, args.domain, unattributed=args.unattributed)
+            n = write_jsonl(args.output, rows)
         else:
-            rows = formats.read_saferpaca(args.input)
-        n = write_jsonl(args.output, rows)
+            n = _import_saferpaca(args)
+    elif args.format == "paper_dir":
+        from xtask_safety.data.paper_release import export_eval_dir
+
+        files = export_eval_dir(read_records(args.input), args.output)
+        print(json.dumps({"output": args.output, "files": files}))
+        return 0
     else:
         records = read_records(args.input)
         writer = formats.write_paper_eval_file if args.format == "paper_eval" else formats.write_saferpaca
         n = writer(args.output, records, sidecar=args.sidecar)
     print(json.dumps({"output": args.output, "records": n}))
     return 0
+
+
+def manifest_path(output: str) -> Path:
+    """``out/name.jsonl`` -> ``out/name.manifest.json``."""
+    p = Path(output)
+    return p.with_name(p.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def _write_with_manifest(output: str, records: list, manifest: dict) -> None:
+    """The records and their manifest, both or neither (temporary files renamed into place)."""
+    from xtask_safety.records import atomic_write_files
+
+    atomic_write_files({
+        Path(output): "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records),
+        manifest_path(output): json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
+    })
+
+
+def _import_paper_dir(args: ConvertArguments) -> int:
+    from xtask_safety.data.paper_release import import_eval_dir
+
+    if not args.output:
+        raise ConfigError("data import --paper_dir: --output (a JSONL file) is required")
+    if args.input:
+        raise ConfigError("data import: give --input FILE or --paper_dir DIR, not both")
+    result = import_eval_dir(args.paper_dir, args.pairing)
+    _write_with_manifest(args.output, result.records, result.manifest)
+    m = result.manifest
+    print(json.dumps({"output": args.output, "manifest": str(manifest_path(args.output)), "records": m["rows"],
+                      "files": len(m["files"]), "missing_files": m["missing_files"], "documents": m["documents"],
+                      "exact_recovery": m["exact_recovery"], "pairing": {k: m["pairing"][k] for k in
+                                                                         ("whitespace_only", "mismatches")}}))
+    return 0
+
+
+def _import_saferpaca(args: ConvertArguments) -> int:
+    from xtask_safety.data.paper_release import import_saferpaca_release
+
+    result = import_saferpaca_release(args.input)
+    _write_with_manifest(args.output, result.records, result.manifest)
+    for note in result.manifest.get("notes", []):
+        print(f"data import: {args.input}: {note}", file=sys.stderr)
+    return len(result.records)
 
 
 def _legacy(action: str, rest: list[str], parse_recipe) -> int:

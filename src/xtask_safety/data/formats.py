@@ -1,14 +1,24 @@
 """The reference code's file formats, both ways.
 
-* Evaluation files: ``{"instructions": [document + "\\n" + task instruction, ...], "inputs": []}``.
+* Evaluation files: ``{"instructions": [document + separator + task instruction, ...], "inputs": []}``.
+  The released files join document and instruction with *no* separator for summarize and translate,
+  one ``"\\n"`` for sentiment and case, and ``"\\n\\n"`` for cloze (:data:`PAPER_SEPARATORS`).
   Importing splits every row back into document and task by recognising the task instruction at
   its end (any phrasing of :mod:`xtask_safety.tasks`, the "3 sentence" variant of the malicious set,
-  or instructions the caller adds); an instruction-first row (``instruction + "\\n\\n" + document``)
-  is recognised too. Rows it cannot attribute are reported: an error by default, or a warning
-  naming them when the caller asks to skip them.
+  or instructions the caller adds), with or without a separator; an instruction-first row
+  (``instruction + "\\n\\n" + document``) is recognised too. Rows it cannot attribute are reported:
+  an error by default, or a warning naming them when the caller asks to skip them.
 * Training ("saferpaca") files: ``[{"instruction", "input", "output"}, ...]``. Defense rows hold the
-  whole prompt in ``instruction`` (document, newline, task instruction) and an empty ``input``;
+  whole prompt in ``instruction`` (document, separator, task instruction) and an empty ``input``;
   ordinary instruction data keeps its own instruction/input split.
+
+Whitespace: the document is recovered *exactly*. At the junction, only the task's separator in the
+paper's layout is removed: nothing for summarize/translate (everything before the instruction is the
+document, a trailing newline included), one newline for sentiment/case, two for cloze; a row of those
+three without its paper separator loses one newline (the toolkit's older layout) or nothing. Any
+other whitespace, leading or trailing, stays in the document, and a separator other than the task's
+paper one is kept in ``meta.paper_separator``, so exporting the records writes every row back
+exactly as it was read.
 
 Exports write a *sidecar* ``<name>.xtask.jsonl`` beside the paper-format file with every record
 field the paper format cannot hold (id, domain, weight, meta, ...) and a hash of each row's text.
@@ -22,6 +32,7 @@ import bisect
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,6 +44,9 @@ from xtask_safety.records import Record, atomic_write_text, read_jsonl
 from xtask_safety.tasks import PAPER_VARIANTS, TASKS
 
 SIDECAR_SUFFIX = ".xtask.jsonl"
+_BEFORE_GAP = re.compile(r"[ \t]*\n\n")
+# How the released evaluation files join document and instruction, per task.
+PAPER_SEPARATORS = {"summarize": "", "translate": "", "sentiment": "\n", "case": "\n", "cloze": "\n\n"}
 _DOMAIN_HINTS = (("malicious", "malicious"), ("harmful", "malicious"), ("cnn", "news"), ("news", "news"),
                  ("useful", "useful"), ("benign", "benign"))
 
@@ -88,24 +102,45 @@ class InstructionMatcher:
                 continue
             start = len(stripped) - len(cand)
             prefix = text[:start]
-            document = prefix.rstrip()
-            separator = prefix[len(document):]
-            if document and separator:  # a document, then whitespace, then the instruction
-                if separator.endswith("\n") and separator != "\n" and not separator[:-1].strip():
-                    # keep the document's own trailing whitespace except the one newline separator
-                    document, separator = prefix[:-1], "\n"
+            separator = junction(prefix, task)
+            document = prefix[: len(prefix) - len(separator)]
+            if document.strip():
                 return Split(task, document, text[start:], "after", separator, kind)
         for cand, (task, kind) in self.before:
-            if text.startswith(cand + "\n\n") and text[len(cand) + 2:].strip():
-                return Split(task, text[len(cand) + 2:], cand, "before", "\n\n", kind)
+            if not text.startswith(cand):
+                continue
+            gap = _BEFORE_GAP.match(text, len(cand))  # the instruction's own trailing spaces, then a blank line
+            if gap and text[gap.end():].strip():
+                return Split(task, text[gap.end():], text[: gap.end() - 2], "before", "\n\n", kind)
         return None
+
+
+def paper_separator(task: str) -> str:
+    """The separator the released files put between a task's document and instruction."""
+    return PAPER_SEPARATORS.get(task, "\n")
+
+
+def junction(prefix: str, task: str) -> str:
+    """The separator at the end of ``prefix`` (the text before the instruction).
+
+    Summarize and translate rows have none in the paper's layout: everything before the instruction
+    is the document. Other tasks drop their paper separator when the row has it, else one newline
+    (the toolkit's older layout), else nothing. Any other whitespace is the document's.
+    """
+    expected = paper_separator(task)
+    if not expected:
+        return ""
+    for sep in (expected, "\n"):
+        if prefix.endswith(sep) and prefix[: -len(sep)].strip():
+            return sep
+    return ""
 
 
 def paper_text(rec: Record) -> str:
     """A record's prompt as the reference code's files hold it."""
     if rec.layout == "before":
         return f"{rec.instruction}\n\n{rec.document}" if rec.document else rec.instruction
-    sep = rec.meta.get("paper_separator", "\n")
+    sep = rec.meta.get("paper_separator", paper_separator(rec.task))
     return f"{rec.document}{sep}{rec.instruction}" if rec.document else rec.instruction
 
 
@@ -113,14 +148,17 @@ _SIDE_FIELDS = [f.name for f in fields(Record) if f.name != "document"]
 
 
 def _side_row(rec: Record, text: str) -> dict[str, Any]:
-    return {"text_sha1": _sha(text), **{k: getattr(rec, k) for k in _SIDE_FIELDS}}
+    sep = rec.meta.get("paper_separator", paper_separator(rec.task))
+    return {"text_sha1": _sha(text), "separator": sep, **{k: getattr(rec, k) for k in _SIDE_FIELDS}}
 
 
 def _from_side(side: dict[str, Any], text: str, where: str) -> Record:
     side = dict(side)
     side.pop("text_sha1", None)
     instruction, layout = side.get("instruction", ""), side.get("layout", "after")
-    sep = (side.get("meta") or {}).get("paper_separator", "\n")
+    # sidecars written before separators were recorded used one newline unless meta said otherwise
+    sep = side.pop("separator", None)
+    sep = (side.get("meta") or {}).get("paper_separator", "\n") if sep is None else sep
     if layout == "before":
         document = text[len(instruction) + 2:] if text != instruction else ""
     else:
@@ -141,11 +179,26 @@ def _read_sidecar(path: Path, texts: list[str]) -> list[dict[str, Any]] | None:
     return rows
 
 
+def separator_meta(s: Split) -> dict[str, str]:
+    """``{"paper_separator": ...}`` when a row's separator is not its task's paper one (export needs it)."""
+    if s.layout == "after" and s.separator != paper_separator(s.task):
+        return {"paper_separator": s.separator}
+    return {}
+
+
+def domain_hint(path: str | os.PathLike) -> str | None:
+    """The domain a file name says, if any: the released ``test_<task>.json`` is the malicious set; else a
+    hint in the name (malicious/harmful, cnn/news, useful, benign)."""
+    name = Path(path).name.lower()
+    if name.startswith("test_") and name.removeprefix("test_").removesuffix(".json") in TASKS:
+        return "malicious"
+    return next((domain for hint, domain in _DOMAIN_HINTS if hint in name), None)
+
+
 def _infer_domain(path: Path) -> str:
-    name = path.name.lower()
-    for hint, domain in _DOMAIN_HINTS:
-        if hint in name:
-            return domain
+    domain = domain_hint(path)
+    if domain is not None:
+        return domain
     raise DataError(f"{path}: cannot tell the domain from the file name; pass domain (e.g. malicious, news, useful)")
 
 
@@ -179,11 +232,8 @@ def _doc_ids(splits: list[tuple[int, Split]]) -> dict[int, str]:
     return ids
 
 
-def import_paper_eval_file(
-    path: str | os.PathLike, domain: str | None = None, extra_instructions: dict[str, str] | None = None
-) -> PaperImport:
-    """Records for every row whose task is recognised, and the rows that are not."""
-    path = Path(path)
+def load_eval_texts(path: Path) -> list[str]:
+    """The ``instructions`` strings of an evaluation file, validated (errors name the file and row)."""
     obj = load_json_file(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("instructions"), list):
         raise DataError(f"{path}: expected a JSON object with an 'instructions' list (the paper's evaluation format)")
@@ -196,6 +246,15 @@ def import_paper_eval_file(
         raise DataError(f"{path}: key 'inputs' must be an empty list (documents live in 'instructions')")
     if not texts:
         raise DataError(f"{path}: 'instructions' is empty")
+    return texts
+
+
+def import_paper_eval_file(
+    path: str | os.PathLike, domain: str | None = None, extra_instructions: dict[str, str] | None = None
+) -> PaperImport:
+    """Records for every row whose task is recognised, and the rows that are not."""
+    path = Path(path)
+    texts = load_eval_texts(path)
     side = _read_sidecar(path, texts)
     if side is not None:
         recs = [_from_side(row, text, f"{sidecar_path(path)}:{i + 1}") for i, (row, text) in
@@ -221,8 +280,7 @@ def import_paper_eval_file(
         if seen[rid] > 1:
             rid = f"{rid}#{seen[rid]}"
         meta: dict[str, Any] = {"doc_id": ids[i], "phrasing": s.phrasing, "paper_file": path.name, "paper_row": i}
-        if s.separator != "\n" and s.layout == "after":
-            meta["paper_separator"] = s.separator
+        meta.update(separator_meta(s))
         records.append(Record(id=rid, task=s.task, domain=dom, document=s.document, instruction=s.instruction,
                               layout=s.layout, source=path.name, meta=meta))
     return PaperImport(records, missing)
@@ -374,8 +432,7 @@ def read_saferpaca(
         s = matcher.split(row["instruction"]) if not row["input"] else None
         if s is not None and len(s.document.split()) >= min_document_words:
             meta: dict[str, Any] = {"phrasing": s.phrasing, "paper_row": i}
-            if s.separator != "\n" and s.layout == "after":
-                meta["paper_separator"] = s.separator
+            meta.update(separator_meta(s))
             out.append(Record(id=rid, task=s.task, domain=defense_domain, document=s.document,
                               instruction=s.instruction, layout=s.layout, response=row["output"],
                               source=path.name, meta=meta))

@@ -32,9 +32,9 @@ def load_any(path: Path) -> list[Record]:
 
 
 def _has_hint(path: Path) -> bool:
-    from xtask_safety.data.formats import _DOMAIN_HINTS, sidecar_path
+    from xtask_safety.data.formats import domain_hint, sidecar_path
 
-    return sidecar_path(path).is_file() or any(h in path.name.lower() for h, _ in _DOMAIN_HINTS)
+    return sidecar_path(path).is_file() or domain_hint(path) is not None
 
 
 def _stats(values: list[int]) -> dict[str, Any]:

@@ -13,9 +13,12 @@ so parts never collide, and ``meta.suite`` / ``meta.part`` say where a record ca
         tasks: all
         phrasing: paper             # paper | heldout (phrasings kept out of training)
       - name: paper
-        kind: paper_files           # the paper's {"instructions": [...], "inputs": []} files
+        kind: paper_dir             # the paper's released data/evaluation folder (15 files)
+        dir: ~/src/cross-task-defense       # a clone of the paper's repository, or its data/evaluation
+      - name: more
+        kind: paper_files           # single files in the paper's {"instructions": [...], "inputs": []} format
         files:
-          - {path: eval/malicious.json, domain: malicious}
+          - {path: eval/test_summarize.json, domain: malicious}
       - name: safety
         kind: instructions          # instruction-only sets: harmful (should be refused) / harmless
         files:
@@ -24,6 +27,10 @@ so parts never collide, and ``meta.suite`` / ``meta.part`` say where a record ca
       - name: mine
         kind: records               # record files already in our schema
         files: [my_grid.jsonl]
+
+An optional ``eval:`` mapping holds the generation settings ``xtask-safety eval`` uses for the
+suite unless its flags say otherwise: ``max_new_tokens``, ``max_prompt_tokens`` and ``on_too_long``
+(``error | skip | truncate``).
 
 Paths are relative to the YAML file. Grids stay *paired*: every document appears under every task
 (``meta.doc_id`` is shared), and a suite whose paper files break the pairing is refused unless the
@@ -44,15 +51,17 @@ from typing import Any
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.records import MALICIOUS, Record, read_jsonl, read_records
 
-KINDS = ("grid", "paper_files", "instructions", "records")
+KINDS = ("grid", "paper_dir", "paper_files", "instructions", "records")
 INSTRUCTION_LABELS = {"harmful": MALICIOUS, "malicious": MALICIOUS, "harmless": "harmless", "benign": "harmless"}
 _COMMON = {"name", "kind", "limit"}
 _PART_KEYS = {
     "grid": _COMMON | {"corpus", "split", "heldout_per_domain", "tasks", "phrasing", "layout", "seed", "domains"},
+    "paper_dir": _COMMON | {"dir", "pairing", "tasks", "domains"},
     "paper_files": _COMMON | {"files", "paired", "tasks"},
     "instructions": _COMMON | {"files"},
     "records": _COMMON | {"files", "paired"},
 }
+EVAL_SETTINGS = {"max_new_tokens": int, "max_prompt_tokens": int, "on_too_long": str}
 _FILE_KEYS = {"paper_files": {"path", "domain"}, "instructions": {"path", "label", "field", "label_field"},
               "records": {"path"}}
 
@@ -63,6 +72,8 @@ class Suite:
     path: Path
     records: list[Record]
     parts: dict[str, int] = field(default_factory=dict)  # part name -> record count
+    settings: dict[str, Any] = field(default_factory=dict)  # the suite's ``eval:`` mapping
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # part name -> import manifest
 
     def summary(self) -> dict[str, Any]:
         cells: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -72,8 +83,11 @@ class Suite:
                 "cells": {k: dict(v) for k, v in sorted(cells.items())}}
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read a suite YAML and build its records; every problem names the file and the part."""
+def load_suite(path: str | Path, paper_dir: str | Path | None = None) -> Suite:
+    """Read a suite YAML and build its records; every problem names the file and the part.
+
+    ``paper_dir`` replaces the ``dir`` of every ``paper_dir`` part (the user's clone of the paper's
+    repository, given on the command line)."""
     import yaml
 
     path = Path(path)
@@ -86,15 +100,17 @@ def load_suite(path: str | Path) -> Suite:
         raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: malformed YAML") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a suite must be a YAML mapping")
-    unknown = sorted(set(cfg) - {"suite", "description", "parts"})
+    unknown = sorted(set(cfg) - {"suite", "description", "parts", "eval"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: suite, description, parts")
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: suite, description, parts, eval")
+    settings = _eval_settings(cfg.get("eval") or {}, path)
     name = cfg.get("suite") or path.stem
     parts = cfg.get("parts")
     if not isinstance(parts, list) or not parts:
         raise ConfigError(f"{path}: 'parts' must be a non-empty list")
     records: list[Record] = []
     counts: dict[str, int] = {}
+    manifests: dict[str, dict[str, Any]] = {}
     for k, part in enumerate(parts):
         where = f"{path}: parts[{k}]"
         if not isinstance(part, dict):
@@ -110,12 +126,16 @@ def load_suite(path: str | Path) -> Suite:
         if bad:
             raise ConfigError(f"{where} ({pname}): unknown key(s) {bad}; allowed: {sorted(_PART_KEYS[kind])}")
         where = f"{path}: part {pname!r}"
+        if kind == "paper_dir" and paper_dir is not None:
+            part = {**part, "dir": str(paper_dir), "dir_from_cli": True}
         recs = _BUILDERS[kind](part, path.parent, where)
+        if isinstance(recs, tuple):  # records and an import manifest
+            recs, manifests[pname] = recs
         limit = part.get("limit")
         if limit is not None:
             if not isinstance(limit, int) or limit < 1:
                 raise ConfigError(f"{where}: limit must be a positive integer")
-            recs = _limit_documents(recs, limit)
+            recs = limit_documents(recs, limit)
         if not recs:
             raise DataError(f"{where}: no records")
         for r in recs:
@@ -123,10 +143,23 @@ def load_suite(path: str | Path) -> Suite:
             r.meta = {**r.meta, "suite": name, "part": pname}
         counts[pname] = len(recs)
         records.extend(recs)
-    return Suite(name=name, path=path, records=records, parts=counts)
+    return Suite(name=name, path=path, records=records, parts=counts, settings=settings, manifests=manifests)
 
 
-def _limit_documents(recs: list[Record], limit: int) -> list[Record]:
+def _eval_settings(obj: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: 'eval' must be a mapping of {sorted(EVAL_SETTINGS)}")
+    for key, value in obj.items():
+        kind = EVAL_SETTINGS.get(key)
+        if kind is None:
+            raise ConfigError(f"{path}: eval: unknown key {key!r}; allowed: {sorted(EVAL_SETTINGS)}")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: eval: {key} must be {'an integer' if kind is int else 'a string'}, "
+                              f"got {value!r}")
+    return dict(obj)
+
+
+def limit_documents(recs: list[Record], limit: int) -> list[Record]:
     """Keep the first ``limit`` documents per domain, with all their tasks (pairing survives)."""
     kept: dict[str, list[str]] = defaultdict(list)
     out = []
@@ -237,7 +270,31 @@ def _instructions(part: dict[str, Any], base: Path, where: str) -> list[Record]:
     return recs
 
 
-_BUILDERS = {"grid": _grid, "paper_files": _paper_files, "instructions": _instructions, "records": _records}
+def _paper_dir(part: dict[str, Any], base: Path, where: str) -> tuple[list[Record], dict[str, Any]]:
+    from xtask_safety.data.paper_release import import_eval_dir
+    from xtask_safety.tasks import parse_task_list
+
+    folder = part.get("dir")
+    if not isinstance(folder, str) or not folder.strip():
+        raise ConfigError(f"{where}: 'dir' must be the path of a clone of the paper's repository (or pass --paper_dir)")
+    p = Path(folder).expanduser()
+    if not p.is_absolute() and not part.get("dir_from_cli"):
+        p = base / p
+    imported = import_eval_dir(p, part.get("pairing", "strict"))
+    recs = imported.records
+    if "tasks" in part:
+        keep = set(parse_task_list(part["tasks"], f"{where}: tasks"))
+        recs = [r for r in recs if r.task in keep]
+    if "domains" in part:
+        domains = part["domains"]
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ConfigError(f"{where}: 'domains' must be a list of domain names")
+        recs = [r for r in recs if r.domain in set(domains)]
+    return recs, imported.manifest
+
+
+_BUILDERS = {"grid": _grid, "paper_dir": _paper_dir, "paper_files": _paper_files, "instructions": _instructions,
+             "records": _records}
 
 
 def _unique(recs: list[Record], where: str) -> None:
@@ -320,6 +377,8 @@ class SuiteArguments:
     suite: str = field(default="", metadata={"help": "Suite YAML (recipes/eval/*.yaml)."})
     output: str = field(default="", metadata={"help": "Record JSONL with every part of the suite."})
     parts: list[str] = field(default_factory=list, metadata={"help": "Only these parts (default: all)."})
+    paper_dir: str | None = field(default=None, metadata={
+        "help": "A clone of the paper's repository (or its data/evaluation folder) for the suite's paper_dir parts."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = parse_recipe((SuiteArguments,), argv, prog="xtask-safety data suite")
     if not args.suite or not args.output:
         raise ConfigError("data suite: --suite and --output are required")
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.paper_dir)
     recs = suite.records
     if args.parts:
         unknown = sorted(set(args.parts) - set(suite.parts))

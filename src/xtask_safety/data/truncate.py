@@ -13,7 +13,9 @@ word boundary:
   the same words, so the answer still matches the document (counted as ``answers_shortened``).
 
 The instruction and every other answer are never touched; a row that does not fit even with a
-one-word document is dropped and reported.
+one-word document is dropped and reported. The same routine cuts evaluation prompts before
+generation (:func:`truncate_prompts`, ``generate --on_too_long truncate``): there the measured text is
+the rendered prompt alone, without an answer.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def truncate_rows(
     report = TruncationReport(max_length, mode, checked=len(rows))
     lengths = measure(rows, budget)
     out: dict[int, Record | None] = {}
+    after: dict[int, int] = {}
     todo: list[tuple[int, int, float, int]] = []  # (index, words to keep, tokens per word, original length)
     over = []
     for i, (rec, n) in enumerate(zip(rows, lengths, strict=True)):
@@ -173,6 +176,7 @@ def truncate_rows(
         for (i, keep, rate, n0), rec, n in zip(todo, cand, new_lengths, strict=True):
             if n <= budget:
                 out[i] = rec
+                after[i] = n
                 report.shortened += 1
                 report.tokens_removed += n0 - n
                 if rec.response != rows[i].response:
@@ -191,7 +195,26 @@ def truncate_rows(
             report.dropped.append(rec.id)
             continue
         if new is not rec:
-            info = {"tokens_before": lengths[i], "mode": _row_mode(rec, mode)}
+            info = {"tokens_before": lengths[i], "tokens_after": after[i], "budget": budget,
+                    "words_before": len(_WORD.findall(rec.document)), "words_after": len(_WORD.findall(new.document)),
+                    "mode": _row_mode(rec, mode)}
             new = replace(new, meta={**new.meta, "truncated": True, "truncation": info})
         kept.append(new)
     return kept, report
+
+
+def truncate_prompts(
+    rows: list[Record], render: Callable[[str], str], count: Callable[[list[str]], list[int]], budget: int,
+    mode: str = "head",
+) -> tuple[list[Record], TruncationReport]:
+    """Cut the documents of prompts longer than ``budget`` tokens (chat template and instruction kept).
+
+    ``render`` turns a record's user text into the model's prompt, ``count`` gives token counts of
+    rendered prompts. Returns the rows in order (those that fit unchanged, the cut ones with
+    ``meta.truncation``) and a report; ``report.dropped`` names rows that cannot fit at all.
+    """
+
+    def measure(batch: list[Record], fits_below: int | None = None) -> list[int]:
+        return count([render(r.prompt()) for r in batch]) if batch else []
+
+    return truncate_rows([replace(r, response=None) for r in rows], measure, budget, mode, reserve_tokens=0)

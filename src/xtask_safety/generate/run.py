@@ -6,9 +6,12 @@ Both backends (Transformers, vLLM) go through :func:`generate_runs`:
   so a resumed run sees exactly the batches (and sampling seeds) an uninterrupted run sees: greedy
   output is byte-identical, sampled output is the same sample;
 * rows are appended and fsynced as each batch finishes; a kill loses at most the batch in flight;
-* prompts longer than the model can take (prompt tokens + ``max_new_tokens`` > ``max_model_len``)
-  stop the job before any generation (``on_too_long="error"``), or are written as rows with
-  ``response: null`` and ``finish: "prompt_too_long"`` (``"skip"``): never dropped silently;
+* prompts longer than the model can take (prompt tokens + ``max_new_tokens`` > ``max_model_len``, or
+  prompt tokens > ``max_prompt_tokens``) stop the job before any generation (``on_too_long="error"``),
+  are written as rows with ``response: null`` and ``finish: "prompt_too_long"`` (``"skip"``), or have
+  their *document* cut to fit (``"truncate"``: the instruction and the chat template are kept, the cut
+  is recorded in ``meta.truncation``; see :func:`xtask_safety.data.truncate.truncate_prompts`): never
+  dropped silently;
 * an output file written with other settings (sampling, model, adapter) is refused, so one file
   never mixes two configurations;
 * :func:`merge_outputs` joins the files of ``--shard i/n`` jobs and checks that every input id is
@@ -31,7 +34,7 @@ from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.generate.transformers_backend import SamplingConfig
 from xtask_safety.records import JsonlAppender, Record, read_jsonl, read_records, write_jsonl
 
-ON_TOO_LONG = ("error", "skip")
+ON_TOO_LONG = ("error", "skip", "truncate")
 PER_ROW_KEYS = frozenset({"n_tokens", "finish", "prompt_tokens"})  # generation meta that is not a setting
 
 
@@ -72,10 +75,12 @@ def generate_to_file(
     progress: bool = True,
     adapter: str | None = None,
     on_too_long: str = "error",
+    max_prompt_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Generate an answer for every record not yet in ``out_path``; return all rows in input order."""
     run = Run(Path(out_path), adapter, dict(run_info or {}))
-    return generate_runs(records, backend, [run], sampling, desc=desc, progress=progress, on_too_long=on_too_long)[0]
+    return generate_runs(records, backend, [run], sampling, desc=desc, progress=progress, on_too_long=on_too_long,
+                         max_prompt_tokens=max_prompt_tokens)[0]
 
 
 def generate_runs(
@@ -86,6 +91,7 @@ def generate_runs(
     desc: str = "generate",
     progress: bool = True,
     on_too_long: str = "error",
+    max_prompt_tokens: int | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Answer ``records`` once per run (e.g. per LoRA adapter) with one backend; rows per run, input order.
 
@@ -95,6 +101,8 @@ def generate_runs(
     sampling = sampling or SamplingConfig()
     if on_too_long not in ON_TOO_LONG:
         raise ConfigError(f"on_too_long: expected one of {ON_TOO_LONG}, got {on_too_long!r}")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ConfigError(f"max_prompt_tokens: must be a positive number of tokens, got {max_prompt_tokens}")
     if not runs:
         raise ConfigError("generate: no output runs")
     ids = [r.id for r in records]
@@ -109,12 +117,17 @@ def generate_runs(
     if not adapters_ok and any(run.adapter for run in runs):
         raise ConfigError(f"backend {getattr(backend, 'name', backend)!r}: cannot switch adapters within a run")
 
+    cut = 0
+    if on_too_long == "truncate":
+        records, cut = _truncate(records, backend, sampling, max_prompt_tokens)
     texts = [backend.render(r.prompt()) for r in records]
-    too_long = find_too_long(records, texts, backend, sampling)
+    too_long = find_too_long(records, texts, backend, sampling, max_prompt_tokens)
     if too_long and on_too_long == "error":
-        raise DataError(too_long_message(too_long, len(records), backend, sampling, ids))
+        raise DataError(too_long_message(too_long, len(records), backend, sampling, ids, max_prompt_tokens))
 
     settings = [{**run.run_info, "sampling": asdict(sampling)} for run in runs]
+    if on_too_long == "truncate":  # the prompts depend on the budget: a file holds one budget only
+        settings = [{**s, "truncate_to": prompt_budget(backend, sampling, max_prompt_tokens)} for s in settings]
     with ExitStack() as stack:
         outs = [stack.enter_context(JsonlAppender(run.path)) for run in runs]
         for run, out, expected in zip(runs, outs, settings, strict=True):
@@ -124,6 +137,9 @@ def generate_runs(
                 if records[i].id not in out.done:
                     out.append(_row(records[i], None, {"n_tokens": 0, "finish": "prompt_too_long",
                                                        "prompt_tokens": n_prompt}, settings[j]))
+        if cut:
+            print(f"generate: {cut} of {len(records)} prompt(s) had their document cut to fit "
+                  f"{prompt_budget(backend, sampling, max_prompt_tokens)} tokens (meta.truncation)", file=sys.stderr)
         if too_long:
             print(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
                   + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]), file=sys.stderr)
@@ -209,23 +225,55 @@ def _check_settings(path: Path, done: dict[str, dict], ids: set[str], expected: 
 # ------------------------------------------------------------------------------------ prompt length
 
 
-def find_too_long(records: list[Record], texts: list[str], backend: Any, sampling: SamplingConfig) -> dict[int, int]:
-    """``{record index: prompt tokens}`` for prompts that leave no room for ``max_new_tokens``."""
+def prompt_budget(backend: Any, sampling: SamplingConfig, max_prompt_tokens: int | None = None) -> int | None:
+    """The most prompt tokens a record may have: room for ``max_new_tokens`` in ``max_model_len``, and at
+    most ``max_prompt_tokens``; None when neither limit is known."""
     limit = getattr(backend, "max_model_len", None)
-    if not limit or not hasattr(backend, "prompt_lengths"):
+    budgets = [b for b in (limit - sampling.max_new_tokens if limit else None, max_prompt_tokens) if b is not None]
+    return min(budgets) if budgets else None
+
+
+def find_too_long(records: list[Record], texts: list[str], backend: Any, sampling: SamplingConfig,
+                  max_prompt_tokens: int | None = None) -> dict[int, int]:
+    """``{record index: prompt tokens}`` for prompts over :func:`prompt_budget`."""
+    budget = prompt_budget(backend, sampling, max_prompt_tokens)
+    if budget is None or not hasattr(backend, "prompt_lengths"):
         return {}
     lengths = backend.prompt_lengths(texts)
-    return {i: n for i, n in enumerate(lengths) if n + sampling.max_new_tokens > limit}
+    return {i: n for i, n in enumerate(lengths) if n > budget}
+
+
+def _truncate(records: list[Record], backend: Any, sampling: SamplingConfig,
+              max_prompt_tokens: int | None) -> tuple[list[Record], int]:
+    """Records whose documents are cut to fit the prompt budget (the rest unchanged), and how many were cut.
+
+    Rows that cannot fit even with a one-word document are kept whole: they are then written as
+    ``prompt_too_long`` rows, as with ``on_too_long="skip"``."""
+    from xtask_safety.data.truncate import truncate_prompts
+
+    budget = prompt_budget(backend, sampling, max_prompt_tokens)
+    if budget is None or not hasattr(backend, "prompt_lengths"):
+        raise ConfigError("on_too_long truncate: the backend reports no max_model_len; pass --max_prompt_tokens")
+    if budget < 1:
+        raise ConfigError(f"on_too_long truncate: max_new_tokens {sampling.max_new_tokens} leaves no room for a "
+                          f"prompt in max_model_len {backend.max_model_len}")
+    kept, report = truncate_prompts(records, backend.render, backend.prompt_lengths, budget)
+    by_id = {r.id: r for r in kept}
+    out = [replace(by_id[r.id], response=r.response) if r.id in by_id else r for r in records]
+    return out, report.shortened
 
 
 def too_long_message(too_long: dict[int, int], total: int, backend: Any, sampling: SamplingConfig,
-                     ids: list[str] | None = None) -> str:
+                     ids: list[str] | None = None, max_prompt_tokens: int | None = None) -> str:
     worst = sorted(too_long.items(), key=lambda kv: -kv[1])[:5]
     names = ", ".join(f"#{i}" if ids is None else ids[i] for i, _ in worst)
-    return (f"{len(too_long)} of {total} prompts do not fit max_model_len {backend.max_model_len} with "
-            f"max_new_tokens {sampling.max_new_tokens} (longest: {max(too_long.values())} prompt tokens; records "
-            f"{names}); shorten the documents, raise --max_model_len, or pass --on_too_long skip to write them "
-            "with response null")
+    limit = (f"max_model_len {backend.max_model_len} with max_new_tokens {sampling.max_new_tokens}"
+             if getattr(backend, "max_model_len", None) else "")
+    if max_prompt_tokens is not None:
+        limit = f"{limit + ' and ' if limit else ''}max_prompt_tokens {max_prompt_tokens}"
+    return (f"{len(too_long)} of {total} prompts do not fit {limit} (longest: {max(too_long.values())} prompt "
+            f"tokens; records {names}); shorten the documents, raise --max_model_len, or pass --on_too_long "
+            "truncate to cut their documents, or skip to write them with response null")
 
 
 # ------------------------------------------------------------------------------------------ merge
