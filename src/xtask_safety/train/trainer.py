@@ -19,16 +19,29 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
+from xtask_safety.errors import ConfigError
 from xtask_safety.train.collator import EXTRA_KEYS
+from xtask_safety.train.sampling import StratifiedSampler
 
 
 class WeightedSFTTrainer(SFTTrainer):
     loss_is_scaled_for_ga = True  # normalised over the whole accumulation window below
 
-    def __init__(self, *args: Any, task_names: list[str], loss_normalization: str = "token", **kwargs: Any):
+    def __init__(self, *args: Any, task_names: list[str], loss_normalization: str = "token",
+                 stratify_batches: bool = False, **kwargs: Any):
         self.task_names = list(task_names)
         self.loss_normalization = loss_normalization
+        self.stratify_batches = stratify_batches
         super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """With ``stratify_batches``, batches mix the domains in the set's proportions (train/sampling.py)."""
+        if not self.stratify_batches:
+            return super()._get_train_sampler(train_dataset)
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if "domain" not in ds.column_names:
+            raise ConfigError("stratify_batches: the training rows carry no 'domain' column")
+        return StratifiedSampler(ds["domain"], seed=self.args.seed)
 
     # -- normaliser over the accumulation window ---------------------------------------------------
     def _denominator(self, batch: dict[str, Any]) -> torch.Tensor:
