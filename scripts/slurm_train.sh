@@ -22,6 +22,9 @@
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+# Under sbatch, "$0" is a spooled copy of this script that exists on the first node only: the per-node
+# step runs the checkout's own copy, found from the submit directory (submit from the repository root).
+SELF=$PWD/scripts/slurm_train.sh
 
 PYTHON=${PYTHON:-python}
 CONFIG=${ACCELERATE_CONFIG:-accelerate_configs/multi_node.yaml}
@@ -62,4 +65,5 @@ if [ "${XTASK_DRY_RUN:-0}" = "1" ]; then
   done
   exit 0
 fi
-exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$0" --node "$RECIPE" "$@"
+[ -f "$SELF" ] || { echo "slurm_train.sh: $SELF not found; submit from the repository root" >&2; exit 2; }
+exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 bash "$SELF" --node "$RECIPE" "$@"

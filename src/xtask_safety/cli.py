@@ -23,7 +23,8 @@ commands:
   train       train a defense from a recipe (same as: accelerate launch -m xtask_safety.train ...)
   generate    batched, resumable, shardable generation (generate merge joins shard outputs)
   score       judge answers, pass rates, utility and paired tests (score prompts: model-judge prompts)
-  judge-eval  measure the refusal judges against human-labelled responses (CSV)
+  eval        an evaluation suite end to end: import, generate (base + adapters), score, pass-rate tables
+  judge-eval  measure the refusal judges against human-labelled responses (bundled or any CSV/JSONL)
   sweep       grids of data -> train -> generate -> score (models x tasks x sizes x weightings x seeds), cached
   report      tables, transfer matrix, plots (PNG/SVG), HTML/Markdown report and W&B logging for sweep folders
 
@@ -61,6 +62,12 @@ def _data(argv: list[str]) -> int:
     return main(argv)
 
 
+def _eval(argv: list[str]) -> int:
+    from xtask_safety.evaluate import main
+
+    return main(argv)
+
+
 def _judge_eval(argv: list[str]) -> int:
     from xtask_safety.score.validate import main
 
@@ -85,6 +92,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "generate": _generate,
     "score": _score,
+    "eval": _eval,
     "judge-eval": _judge_eval,
     "sweep": _sweep,
     "report": _report,

@@ -61,6 +61,18 @@ class DefenseArguments:
         default=0, metadata={"help": "Weight the first N completion tokens (the refuse/answer decision)..."}
     )
     decision_weight: float = field(default=1.0, metadata={"help": "...by this factor."})
+    stratify_batches: bool = field(
+        default=False,
+        metadata={"help": "Mix every batch in the set's domain proportions (refusal and answer rows together), so no "
+                          "step pushes the refuse-or-answer decision one way for all documents; replaces "
+                          "train_sampling_strategy."},
+    )
+    decision_dev_file: str | None = field(
+        default=None,
+        metadata={"help": "Records (JSONL) whose refuse-or-answer decision is read off the first completion token "
+                          "every decision_eval_steps steps; the curve goes to <output_dir>/decision_curve.jsonl."},
+    )
+    decision_eval_steps: int = field(default=5, metadata={"help": "Steps between two decision_dev_file readings."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     run_group: str | None = field(default=None, metadata={"help": "Tracking group (e.g. a sweep name)."})
 
@@ -73,6 +85,8 @@ class DefenseArguments:
             raise ConfigError(f"defense_ratio: must be in (0, 1), got {self.defense_ratio}")
         if self.decision_tokens < 0 or self.decision_weight < 0:
             raise ConfigError("decision_tokens and decision_weight must be non-negative")
+        if self.decision_eval_steps < 1:
+            raise ConfigError(f"decision_eval_steps: must be positive, got {self.decision_eval_steps}")
         self.task_weights = parse_mapping(self.task_weights, "task_weights")
 
 

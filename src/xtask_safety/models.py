@@ -163,11 +163,46 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, padding_side: str
     return tok
 
 
+def pick_device_and_dtype(dtype: str | None = None, device: str | None = None) -> tuple[str, str]:
+    """The device (``cuda`` when one is visible, else ``cpu``) and dtype (default: bfloat16 on a GPU, float32
+    on a CPU) every model loaded for generation uses."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+    return device, dtype
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts BOS in front of plain text by default (Llama does, SmolLM2 does not)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def encode_prompts(tokenizer: Any, texts: list[str], template: str, bos: bool | None = None) -> list[list[int]]:
+    """Prompt token ids as training saw them.
+
+    Chat templates write their own special tokens (Llama-2's includes BOS), so the text is encoded without
+    any; a plain-text template (``alpaca``) gets the BOS that TRL's tokenization of training rows adds
+    (when the tokenizer has one), once. ``bos``: precomputed :func:`adds_bos` (it costs an encode).
+    """
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if template == "chat" or not (adds_bos(tokenizer) if bos is None else bos):
+        return ids
+    b = tokenizer.bos_token_id
+    return [x if x[:1] == [b] else [b, *x] for x in ids]
+
+
 def load_model(
     name_or_path: str = "embedded",
     *,
     gguf_file: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     load_in_4bit: bool = False,
     load_in_8bit: bool = False,
     adapter: str | None = None,
@@ -175,10 +210,14 @@ def load_model(
     trust_remote_code: bool = False,
     device: str | None = None,
 ) -> LoadedModel:
-    """Load a causal LM (+ optional LoRA adapter) for generation; adapters merge by default for speed."""
+    """Load a causal LM (+ optional LoRA adapter) for generation; adapters merge by default for speed.
+
+    ``device``/``dtype`` default to :func:`pick_device_and_dtype` (a GPU in bfloat16 when there is one).
+    """
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    device, dtype = pick_device_and_dtype(dtype, device)
     path = resolve_model_path(name_or_path, gguf_file)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -191,6 +230,8 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=kwargs["dtype"] if dtype != "auto" else torch.bfloat16,
         )
+        if device.startswith("cuda"):
+            kwargs["device_map"] = {"": torch.device(device).index or 0}  # bitsandbytes places it while loading
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:  # ValueError: e.g. custom code without trust_remote_code
@@ -198,7 +239,7 @@ def load_model(
     tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if adapter:
         model = attach_adapter(model, adapter, merge=merge_adapter and not (load_in_4bit or load_in_8bit))
-    if device and not (load_in_4bit or load_in_8bit):
+    if not (load_in_4bit or load_in_8bit):
         model = model.to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, path=path)

@@ -16,7 +16,7 @@ from xtask_safety.train import launch
 from xtask_safety.train.run import parse_train_args
 
 CONFIGS = sorted((REPO / "accelerate_configs").glob("*.yaml"))
-EXPECTED = {"single_gpu", "multi_gpu", "zero2", "zero3", "fsdp", "multi_node", "cpu_ddp"}
+EXPECTED = {"single_gpu", "multi_gpu", "zero2", "zero3", "fsdp", "fsdp_qlora", "multi_node", "cpu_ddp"}
 CPU_PARSE = ["--bf16", "false", "--use_cpu", "true"]  # GPU recipes parse on a CPU machine with these
 
 
@@ -97,6 +97,29 @@ def test_slurm_script_starts_one_launcher_per_node(tmp_path):
         assert flag["--main_process_ip"] == "node017" and flag["--config_file"].endswith("multi_node.yaml")
         margs, dargs, sft = parse_train_args(_training_args(cmd) + CPU_PARSE)
         assert dargs.train_file == "my set.jsonl" and margs.model_name_or_path == "meta-llama/Llama-2-7b-hf"
+
+
+def test_slurm_steps_run_the_checkout_copy_not_the_spooled_one(tmp_path):
+    """Under sbatch "$0" is a spooled copy on the first node only: srun must start the submit directory's script."""
+    spool = tmp_path / "spool" / "slurm_script"
+    spool.parent.mkdir()
+    spool.write_text((REPO / "scripts" / "slurm_train.sh").read_text())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "srun.args"
+    (bin_dir / "srun").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\n')
+    (bin_dir / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
+           "SLURM_NNODES": "2", "GPUS_PER_NODE": "4", "MAIN_PROCESS_IP": "node017"}
+    env.pop("XTASK_DRY_RUN", None)
+    recipe = "recipes/llama-2-7b/lora-bf16/config.yaml"
+    proc = subprocess.run(["bash", str(spool), recipe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = log.read_text().splitlines()
+    assert args[args.index("bash") + 1] == str(REPO / "scripts" / "slurm_train.sh")
+    assert args[args.index("bash") + 2:] == ["--node", recipe]
+    assert str(spool) not in args
 
 
 def test_paper_grid_covers_every_task_and_size(tmp_path):

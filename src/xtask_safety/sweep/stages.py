@@ -102,9 +102,10 @@ class SweepPlan:
         return self.dir.scores(cell.id, self.keys[cell.id]["score"])
 
     def prompt_settings(self) -> dict[str, Any]:
+        """Generation settings taken from the training recipe; dtype None picks bfloat16 on a GPU, float32 on a CPU."""
         return {"prompt_template": self.train_base.get("prompt_template", "chat"),
                 "system_prompt": self.train_base.get("system_prompt"),
-                "dtype": self.train_base.get("dtype") or "float32"}
+                "dtype": self.train_base.get("dtype")}
 
     def sampling(self) -> Any:
         from xtask_safety.generate.transformers_backend import SamplingConfig
@@ -309,6 +310,10 @@ def train_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         from xtask_safety.train.run import parse_train_args, train
 
         summary = train(*parse_train_args(["--config", str(recipe)]), progress=ctx.progress)
+        if ctx.args.backend == "vllm":
+            from xtask_safety.generate.backends import free_accelerator_memory
+
+            free_accelerator_memory()  # vLLM's start-up check counts memory the trainer's allocator still holds
     summary = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
     write_json(done, {"key": key, "summary": summary, "seconds": round(time.time() - t0, 1)})
     ctx.events.add(cell.id, "train", action, key=key, resumed_from=resume, steps=summary.get("global_step"),
@@ -364,33 +369,67 @@ def generate_cell(ctx: Context, cell: Cell, adapter: Path | None) -> list[dict[s
     info = {"model": cell.model, "adapter": adapter.name if adapter else None, "backend": ctx.args.backend,
             "prompt_template": prompt["prompt_template"], "system_prompt": prompt["system_prompt"]}
     t0 = time.time()
-    backend, run_adapter = _backend(ctx, cell, adapter)
-    rows = generate_runs(grid, backend, [Run(path, run_adapter, info)], plan.sampling(), desc=cell.id,
-                         progress=ctx.progress, on_too_long="skip")[0]
-    del backend
+    if ctx.args.backend == "vllm":
+        rows = _generate_vllm(ctx, cell, adapter, path)
+    else:
+        backend = _backend(ctx, cell, adapter)
+        rows = generate_runs(grid, backend, [Run(path, None, info)], plan.sampling(), desc=cell.id,
+                             progress=ctx.progress, on_too_long="skip")[0]
+        del backend
     ctx.events.add(cell.id, "generate", action, key=key, records=pending, seconds=round(time.time() - t0, 1))
     return rows
 
 
-def _backend(ctx: Context, cell: Cell, adapter: Path | None) -> tuple[Any, str | None]:
-    prompt = ctx.plan.prompt_settings()
-    if ctx.args.backend == "vllm":
-        from xtask_safety.generate.vllm_backend import VLLMBackend
-        from xtask_safety.models import resolve_model_path
-
-        backend = VLLMBackend(resolve_model_path(cell.model), adapters={"defense": str(adapter)} if adapter else {},
-                              max_model_len=ctx.args.max_model_len, prompt_template=prompt["prompt_template"],
-                              system_prompt=prompt["system_prompt"])
-        return backend, "defense" if adapter else None
+def _backend(ctx: Context, cell: Cell, adapter: Path | None) -> Any:
     import torch
 
-    from xtask_safety.generate.transformers_backend import TransformersBackend
-    from xtask_safety.models import load_model
+    from xtask_safety.generate.backends import BackendSpec, build_backend
 
+    prompt = ctx.plan.prompt_settings()
     torch.manual_seed(cell.seed)
-    loaded = load_model(cell.model, dtype=prompt["dtype"], adapter=str(adapter) if adapter else None)
-    return TransformersBackend(loaded, ctx.args.batch_size, prompt["prompt_template"], prompt["system_prompt"],
-                               max_model_len=ctx.args.max_model_len), None
+    return build_backend("transformers", BackendSpec(
+        model=cell.model, adapter=str(adapter) if adapter else None, prompt_template=prompt["prompt_template"],
+        system_prompt=prompt["system_prompt"], batch_size=ctx.args.batch_size, max_model_len=ctx.args.max_model_len,
+        dtype=prompt["dtype"]))
+
+
+def vllm_generate_argv(ctx: Context, cell: Cell, adapter: Path | None, path: Path) -> list[str]:
+    """The ``generate`` command a cell runs in vLLM's interpreter (same grid, sampling and prompt settings)."""
+    args, prompt = ctx.args, ctx.plan.prompt_settings()
+    argv = ["--input", str(ctx.plan.grid_path), "--output", str(path), "--model_name_or_path", cell.model,
+            "--backend", "vllm", "--max_new_tokens", str(ctx.plan.sampling().max_new_tokens),
+            "--prompt_template", prompt["prompt_template"], "--on_too_long", "skip",
+            "--tensor_parallel_size", str(args.tensor_parallel_size), "--enforce_eager", str(args.enforce_eager).lower(),
+            "--seed", str(cell.seed), "--quiet", str(not ctx.progress).lower()]
+    optional = {"--adapter": str(adapter) if adapter else None, "--system_prompt": prompt["system_prompt"],
+                "--dtype": prompt["dtype"], "--max_model_len": args.max_model_len,
+                "--gpu_memory_utilization": args.gpu_memory_utilization}
+    for flag, value in optional.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _generate_vllm(ctx: Context, cell: Cell, adapter: Path | None, path: Path) -> list[dict[str, Any]]:
+    """Generate in vLLM's interpreter (a child process): the sweep's process never imports vLLM."""
+    from xtask_safety.generate.backends import (
+        free_accelerator_memory,
+        run_generate,
+        vllm_python_for_subprocess,
+    )
+    from xtask_safety.records import JsonlAppender
+
+    python = vllm_python_for_subprocess(ctx.args.vllm_python)
+    free_accelerator_memory()
+    code = run_generate(python, vllm_generate_argv(ctx, cell, adapter, path))
+    if code != 0:
+        raise XtaskError(f"{cell.id}: generation in the vLLM environment ({python}) exited with code {code} (its "
+                         "output is above); rerun the sweep to resume")
+    with JsonlAppender(path) as done:
+        missing = [r.id for r in ctx._grid or [] if r.id not in done.done]
+        if missing:
+            raise DataError(f"{cell.id}: vLLM generation left {len(missing)} record(s) unanswered ({missing[0]}, ...)")
+        return [done.done[r.id] for r in ctx._grid or []]
 
 
 def score_cell(ctx: Context, cell: Cell, rows: list[dict[str, Any]] | None) -> dict[str, Any]:

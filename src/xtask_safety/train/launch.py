@@ -80,3 +80,19 @@ def exec_launch(cmd: list[str]) -> None:
     env = {**os.environ, LAUNCHED_ENV: "1"}
     print("xtask-safety: launching " + shlex.join(cmd), file=sys.stderr, flush=True)
     os.execvpe(cmd[0], cmd, env)
+
+
+SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+
+
+def training_device_map(distributed_type: object, device_type: str, local_process_index: int) -> dict[str, int] | None:
+    """Where a training process loads the model.
+
+    TRL's default ``device_map="auto"`` spreads a single-process model over every visible GPU (a naive
+    pipeline, one GPU busy at a time); pin it to this process's GPU instead. CPU/MPS and sharded set-ups
+    (FSDP, DeepSpeed), which place the weights themselves, load with ``None``.
+    """
+    kind = str(getattr(distributed_type, "value", distributed_type))
+    if device_type in ("cpu", "mps") or kind in SHARDED:
+        return None
+    return {"": local_process_index}

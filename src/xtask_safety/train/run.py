@@ -133,6 +133,16 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     }
     if margs.attn_implementation:
         sft_args.model_init_kwargs["attn_implementation"] = margs.attn_implementation
+    if "device_map" not in sft_args.model_init_kwargs:
+        from xtask_safety.train.launch import training_device_map
+
+        state = sft_args.distributed_state
+        sft_args.model_init_kwargs["device_map"] = training_device_map(
+            state.distributed_type, state.device.type, state.local_process_index)
+    if "FSDP" in str(sft_args.distributed_state.distributed_type):
+        from xtask_safety.train.fsdp import install_fsdp2_peft_fix
+
+        install_fsdp2_peft_fix()  # FSDP2 + LoRA: keep one FSDP unit per decoder layer
     num_layers = getattr(load_config(path, trust_remote_code=sft_args.trust_remote_code), "num_hidden_layers", None)
     peft_config = build_peft_config(margs, num_layers)
     quant = quantization_config(margs)
@@ -186,7 +196,10 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         quantization_config=quant,
         task_names=task_names,
         loss_normalization=dargs.loss_normalization,
+        stratify_batches=dargs.stratify_batches,
     )
+    if dargs.decision_dev_file:
+        trainer.add_callback(_decision_callback(dargs, margs, tokenizer, sft_args.output_dir, fresh=not resume))
     faults.arm_trainer(trainer)
     adapter_dir = Path(sft_args.output_dir)
     with checkpoints.write_failures_reported(sft_args.output_dir):
@@ -231,6 +244,19 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     if use_wandb:
         tracking.finish_wandb(summary)
     return summary
+
+
+def _decision_callback(dargs: DefenseArguments, margs: ModelArguments, tokenizer: Any, output_dir: str,
+                       fresh: bool) -> Any:
+    from xtask_safety.data.builder import load_refusals
+    from xtask_safety.train.margin import DecisionMarginCallback
+
+    curve = Path(output_dir) / "decision_curve.jsonl"
+    if fresh:  # a resumed run appends to the curve it started
+        curve.unlink(missing_ok=True)
+    return DecisionMarginCallback(read_records(dargs.decision_dev_file), load_refusals(), tokenizer, curve,
+                                  every=dargs.decision_eval_steps, template=margs.prompt_template,
+                                  system_prompt=margs.system_prompt)
 
 
 def _count_quantized(model: Any) -> int:
