@@ -62,7 +62,7 @@ class Record:
         return self.domain == MALICIOUS
 
     def prompt(self) -> str:
-        return render_prompt(self.document, self.instruction, self.layout)
+        return render_prompt(self.document, self.instruction, self.layout, self.meta.get("paper_separator"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,12 +97,17 @@ class Record:
         return cls(**{**row, "weight": float(weight), "meta": meta, "layout": layout})
 
 
-def render_prompt(document: str, instruction: str, layout: str = "after") -> str:
-    """The user turn: the paper puts the document first, a newline, then the task instruction."""
+def render_prompt(document: str, instruction: str, layout: str = "after", separator: str | None = None) -> str:
+    """The user turn: the paper puts the document first, a newline, then the task instruction.
+
+    Rows imported from the paper's files carry their exact separator (``meta.paper_separator``: none for
+    summarize and translate, a blank line for cloze), so they are shown to the model byte for byte as
+    the reference code showed them.
+    """
     if not document:
         return instruction
     if layout == "after":
-        return f"{document}\n{instruction}"
+        return f"{document}{chr(10) if separator is None else separator}{instruction}"
     return f"{instruction}\n\n{document}"
 
 

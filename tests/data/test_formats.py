@@ -57,8 +57,8 @@ def test_import_recovers_document_and_task_of_every_row(tmp_path, domain):
     assert len(recs) == len(truth)
     for rec, (doc, task, instr, _) in zip(recs, truth, strict=True):
         assert (rec.document, rec.task, rec.instruction, rec.domain) == (doc, task, instr, domain)
-        assert rec.prompt() == doc + "\n" + instr  # the model sees the document, one newline, the instruction
-        assert paper_text(rec) == doc + SEPARATOR[task] + instr  # export writes the released layout back
+        # the model sees the row as the file holds it, and export writes the released layout back
+        assert rec.prompt() == paper_text(rec) == doc + SEPARATOR[task] + instr
     # paired evaluation: the rows of one document (cloze and case included) share a doc_id
     groups = {}
     for rec, (*_, doc_id) in zip(recs, truth, strict=True):

@@ -62,6 +62,10 @@ def test_fixture_folder_imports_completely(folder):
     assert m["documents_with_leading_whitespace"]["malicious"] == 3  # as in the released malicious set
     assert m["pairing"]["mismatches"] == m["pairing"]["whitespace_only"] == 0
     assert {f["file"] for f in m["files"]} == {p.name for p in EVAL_DIR.glob("test_*.json")}
+    # the model is shown each row exactly as the released file holds it (the reference code's prompt)
+    for r in recs:
+        texts = json.loads((EVAL_DIR / r.meta["paper_file"]).read_text(encoding="utf-8"))["instructions"]
+        assert r.prompt() == texts[r.meta["paper_row"]]
 
 
 def test_single_files_import_with_the_domain_from_the_file_name():

@@ -76,7 +76,8 @@ def test_documents_are_cut_to_the_budget_and_the_cut_recorded(backend, grid, tmp
         else:
             assert rec.document.startswith(row["document"]) and cut["mode"] == "head"
         # the model saw the whole chat template around the cut document and the whole instruction
-        assert backend.render(shown.prompt()) == pre + row["document"] + "\n" + rec.instruction + post
+        # (joined by the released file's own separator)
+        assert backend.render(shown.prompt()) == pre + row["document"] + rec.meta["paper_separator"] + rec.instruction + post
     settings = rows[0]["meta"]["generation"]
     assert settings["truncate_to"] == BUDGET
     # resuming with another budget would mix two sets of prompts in one file: refused

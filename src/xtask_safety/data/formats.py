@@ -180,10 +180,10 @@ def _read_sidecar(path: Path, texts: list[str]) -> list[dict[str, Any]] | None:
 
 
 def separator_meta(s: Split) -> dict[str, str]:
-    """``{"paper_separator": ...}`` when a row's separator is not its task's paper one (export needs it)."""
-    if s.layout == "after" and s.separator != paper_separator(s.task):
-        return {"paper_separator": s.separator}
-    return {}
+    """``{"paper_separator": ...}``: the exact text between document and instruction of a document-first
+    row, so the model is shown the row as the file holds it (:meth:`Record.prompt`) and export writes it
+    back unchanged."""
+    return {"paper_separator": s.separator} if s.layout == "after" else {}
 
 
 def domain_hint(path: str | os.PathLike) -> str | None:
