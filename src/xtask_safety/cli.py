@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable
 
 from xtask_safety import __version__
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"xtask-safety: error: unknown command {cmd!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    # Deprecation notices the libraries raise about their own defaults: a user of this tool cannot act on them.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft|accelerate)(\.|$)")
     from xtask_safety.models import offline_defaults
 
     # Before any command imports huggingface_hub/transformers, which read these variables once, at import.
