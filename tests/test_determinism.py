@@ -13,15 +13,7 @@ from xtask_safety.data.builder import build_eval_grid
 from xtask_safety.data.corpus import CorpusDoc
 from xtask_safety.records import write_jsonl
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def test_same_seed_same_dataset_bytes(tmp_path, capsys):

@@ -14,14 +14,7 @@ SUITE = REPO / "recipes" / "eval" / "paper_grid.yaml"
 CLONE = REPO / "recipes" / "eval" / "fixtures" / "paper"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def _table_rows(text: str) -> dict[str, list[str]]:

@@ -38,14 +38,7 @@ def _row(rid: str, domain: str, document: str, response: str | None = None, task
     return row
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def test_inspect_redacts_malicious_text_unless_asked(tmp_path, capsys):

@@ -127,14 +127,7 @@ def _check(case: dict, rc: int, out: str, err: str, env: dict[str, str], how: st
         assert _subst(needle, env) in lines[0], f"{how}: {_subst(needle, env)!r} not in {lines[0]!r}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def test_the_corpus_is_big_and_named_uniquely():

@@ -16,14 +16,7 @@ from xtask_safety.records import write_jsonl
 POINTS = ["generate.batch:2", "generate.row:8", "jsonl.torn:10"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def test_killed_generation_resumes_to_identical_bytes(tmp_path, tiny_model_dir, capsys):

@@ -40,14 +40,7 @@ def _losses(out: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in history if "loss" in e}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir, capsys):

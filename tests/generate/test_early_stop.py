@@ -8,15 +8,7 @@ from xtask_safety.generate.transformers_backend import SamplingConfig, Transform
 from xtask_safety.models import load_model
 from xtask_safety.tasks import TASK_NAMES
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 @pytest.fixture(scope="module")

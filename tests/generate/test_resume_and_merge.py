@@ -23,15 +23,7 @@ from xtask_safety.tasks import TASK_NAMES
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread on a busy machine; the killed subprocess uses one too."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ PAPER_CLONE = Path(__file__).resolve().parents[2] / "recipes" / "eval" / "fixtur
 BUDGET = 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on a busy machine
 
 
 @pytest.fixture(scope="module")
