@@ -53,7 +53,8 @@ def build_prompts(n: int, seed: int = 0) -> list:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+    from xtask_safety.generate.base import SamplingConfig
+    from xtask_safety.generate.transformers_backend import TransformersBackend
     from xtask_safety.models import load_model, offline_defaults
 
     offline_defaults()

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
         find_vllm_python,
         generate_command,
     )
-    from xtask_safety.generate.transformers_backend import SamplingConfig
+    from xtask_safety.generate.base import SamplingConfig
     from xtask_safety.models import offline_defaults
     from xtask_safety.records import read_jsonl, write_jsonl
 

@@ -222,8 +222,8 @@ def vllm_bench(model_dir: Path, grid: Path, adapters: dict[str, str], plan: dict
 def hf_bench(model_dir: Path, grid: Path, adapter: str, plan: dict, work: Path) -> dict:
     """The Transformers backend (prefix-shared batches, adapter merged) on the first prompts, one adapter."""
     from xtask_safety.generate.backends import BackendSpec, build_backend
+    from xtask_safety.generate.base import SamplingConfig
     from xtask_safety.generate.run import Run, generate_runs
-    from xtask_safety.generate.transformers_backend import SamplingConfig
     from xtask_safety.records import read_records
 
     records = read_records(grid)[: plan["hf_subset"]]

@@ -37,7 +37,7 @@ def test_bad_records_to_score(tmp_path, capsys, rows, needle):
     rows = [{**r, "response": "x"} for r in rows]
     p = _records(tmp_path, rows)
     if "poem" in needle:  # the task is checked where the task registry is needed: building a grid
-        rc, err = _run(capsys, ["data", "build", "--corpus", "demo", "--tasks", "poem", "--output", str(tmp_path / "o")])
+        rc, err = _run(capsys, ["data", "set", "--corpus", "demo", "--tasks", "poem", "--output", str(tmp_path / "o")])
     else:
         rc, err = _run(capsys, ["generate", "--input", str(p), "--output", str(tmp_path / "o.jsonl")])
     assert rc == 2 and needle in err and len(err.splitlines()) == 1
@@ -101,3 +101,41 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
                            str(tmp_path / "s")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("xtask-safety: error:")
+
+
+def _command_paths():
+    from xtask_safety.cli import COMMANDS
+
+    def walk(cmds, prefix):
+        for c in cmds:
+            yield [*prefix, c.name]
+            yield from walk(c.children, [*prefix, c.name])
+
+    return list(walk(COMMANDS, []))
+
+
+@pytest.mark.parametrize("path", [[], *_command_paths()], ids=lambda p: " ".join(p) or "top")
+def test_every_help_exits_zero(path, capsys):
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: " + " ".join(["xtask-safety", *path]))
+
+
+def test_dashed_flags_are_accepted(tmp_path, capsys):
+    """Flags are documented with underscores; the dashed spelling parses to the same field."""
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.generate.cli import GenerateArguments
+
+    (a,) = parse_recipe((GenerateArguments,), ["--max-new-tokens", "7", "--on-too-long", "skip"], prog="t")
+    assert a.max_new_tokens == 7 and a.on_too_long == "skip"
+
+
+def test_recipe_values_are_checked_against_their_choices(tmp_path):
+    from xtask_safety.config import parse_recipe
+    from xtask_safety.errors import ConfigError
+    from xtask_safety.sweep.config import SweepArguments
+
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text("launcher: slurm\n")
+    with pytest.raises(ConfigError, match="launcher: expected one of inprocess, accelerate, got 'slurm'"):
+        parse_recipe((SweepArguments,), ["--config", str(recipe)], prog="t")

@@ -36,7 +36,7 @@ def test_same_seed_same_dataset_bytes(tmp_path, capsys):
     outs = []
     for k in range(2):
         out = tmp_path / f"set{k}.jsonl"
-        assert main(["data", "build", "--corpus", str(corpus), "--heldout_per_domain", "2", "--malicious_per_task",
+        assert main(["data", "set", "--corpus", str(corpus), "--heldout_per_domain", "2", "--malicious_per_task",
                      "3", "--benign_per_task", "3", "--output", str(out), "--seed", "4"]) == 0
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] and outs[0]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from trl import ModelConfig, TrlParser
 
+from xtask_safety.choices import check_choices
 from xtask_safety.errors import ConfigError
 
 WEIGHTINGS = ("uniform", "per_task", "balanced", "ratio")
@@ -31,7 +32,7 @@ class ModelArguments(ModelConfig):
     lora_top_layers: int | None = field(
         default=None, metadata={"help": "Apply LoRA only to the top N transformer layers (None: all)."}
     )
-    prompt_template: str = field(default="chat", metadata={"help": "'chat' (model's template) or 'alpaca'."})
+    prompt_template: Literal["chat", "alpaca"] = field(default="chat", metadata={"help": "'chat' (model's template) or 'alpaca'."})
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message; None keeps the chat template's default."}
     )
@@ -43,7 +44,7 @@ class DefenseArguments:
 
     train_file: str | None = field(default=None, metadata={"help": "Training records (JSONL, record schema)."})
     eval_file: str | None = field(default=None, metadata={"help": "Optional records for eval loss."})
-    weighting: str = field(
+    weighting: Literal["uniform", "per_task", "balanced", "ratio"] = field(
         default="uniform", metadata={"help": f"Sample weighting: one of {', '.join(WEIGHTINGS)}."}
     )
     task_weights: Any = field(
@@ -53,7 +54,7 @@ class DefenseArguments:
     defense_ratio: float = field(
         default=0.5, metadata={"help": "ratio weighting: share of total weight on malicious (refusal) rows."}
     )
-    loss_normalization: str = field(
+    loss_normalization: Literal["token", "sample"] = field(
         default="token",
         metadata={"help": "'token': weighted mean over completion tokens; 'sample': weighted mean of per-sample means."},
     )
@@ -77,10 +78,7 @@ class DefenseArguments:
     run_group: str | None = field(default=None, metadata={"help": "Tracking group (e.g. a sweep name)."})
 
     def __post_init__(self) -> None:
-        if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"weighting: expected one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.loss_normalization not in ("token", "sample"):
-            raise ConfigError(f"loss_normalization: expected 'token' or 'sample', got {self.loss_normalization!r}")
+        check_choices(self)
         if not 0.0 < self.defense_ratio < 1.0:
             raise ConfigError(f"defense_ratio: must be in (0, 1), got {self.defense_ratio}")
         if self.decision_tokens < 0 or self.decision_weight < 0:
@@ -118,44 +116,68 @@ def parse_mapping(value: Any, key: str) -> dict[str, float] | None:
     return out
 
 
-def parse_recipe(types: tuple[type, ...], argv: list[str] | None, prog: str) -> tuple[Any, ...]:
-    """Parse ``--config YAML`` plus flags into the dataclasses; every problem becomes a ConfigError."""
+def parse_recipe(
+    types: tuple[type, ...], argv: list[str] | None, prog: str, positional: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """Parse ``--config YAML`` plus flags into the dataclasses; every problem becomes a ConfigError.
+
+    ``positional`` names a field that the leading arguments (before the first flag) fill, e.g.
+    ``report RUN_DIR ...``; ``defaults`` replaces dataclass defaults (the recipe and flags still win).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser(types, prog=prog)
+    parser = TrlParser(types, prog=prog, allow_abbrev=False)
     parser.error = lambda message: _raise(f"{prog}: {message}")  # type: ignore[method-assign]
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe: its keys set the defaults of the flags.")
+    if defaults:
+        parser.set_defaults(**defaults)
+    if positional:
+        lead = 0
+        while lead < len(argv) and not argv[lead].startswith("-"):
+            lead += 1
+        if lead:
+            argv = [f"--{positional}", *argv[:lead], *argv[lead:]]
     if "--config" in argv:
         idx = argv.index("--config")
         if idx + 1 >= len(argv):
             raise ConfigError("--config: missing path")
-        path = argv[idx + 1]
-        import yaml
-
-        try:
-            with open(path, encoding="utf-8") as fh:
-                cfg = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: recipe not found") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{path}: a recipe must be a YAML mapping")
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(k for k in cfg if k not in known and k != "env")
-        if unknown:
-            raise ConfigError(f"{path}: unknown recipe key(s) {unknown}")
-        _check_types(path, cfg, parser._actions)
+        _check_recipe(argv[idx + 1], parser)
     try:
-        return tuple(parser.parse_args_and_config(argv))
+        parsed = tuple(parser.parse_args_and_config(argv))
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{prog}: {str(exc).strip().splitlines()[0]}") from None
+    parsed = parsed[: len(types)]  # the --config entry comes back as an extra namespace
+    for obj in parsed:
+        check_choices(obj)
+    return parsed
+
+
+def _check_recipe(path: str, parser: Any) -> None:
+    """The recipe is readable YAML, a mapping, with known keys of the right kinds (named by file and line)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    known = {a.dest for a in parser._actions} - {"config"}
+    unknown = sorted(k for k in cfg if k not in known and k != "env")
+    if unknown:
+        raise ConfigError(f"{path}: unknown recipe key(s) {unknown}")
+    _check_types(path, cfg, parser._actions)
 
 
 def _check_types(path: str, cfg: dict[str, Any], actions: list[Any]) -> None:

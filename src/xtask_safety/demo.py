@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
 from xtask_safety.records import redact
 
+logger = logging.getLogger(__name__)
 DEFAULT_RECIPE = "recipes/smollm2-135m/demo/config_cpu.yaml"
 DOMAINS = ["malicious", "news", "useful"]
 
@@ -52,9 +55,12 @@ class DemoArguments:
     show_text: bool = field(default=False, metadata={"help": "Show malicious documents/outputs unredacted."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
 
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("heldout_per_domain", "eval_docs_per_domain", "malicious_per_task", "max_new_tokens", "batch_size"), non_negative=("benign_per_task", "target_max_words", "document_max_words", "external_docs_per_domain", "seed"))
+
 
 def _log(msg: str) -> None:
-    print(f"[xtask-safety demo] {msg}", flush=True)
+    logger.info(f"[xtask-safety demo] {msg}")
 
 
 def _resolve_recipe(recipe: str) -> Path:
@@ -145,8 +151,9 @@ def run_demo(args: DemoArguments) -> dict[str, Any]:
 
 
 def _generate(args: DemoArguments, grid: list, path: Path, adapter: str | None, desc: str) -> list[dict]:
+    from xtask_safety.generate.base import SamplingConfig
     from xtask_safety.generate.run import generate_to_file
-    from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+    from xtask_safety.generate.transformers_backend import TransformersBackend
     from xtask_safety.models import load_model
     from xtask_safety.records import JsonlAppender
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
 from xtask_safety.tasks import TASK_NAMES
 
@@ -38,19 +39,22 @@ class EvalArguments:
     model_name_or_path: str = field(default="embedded", metadata={"help": "Base model: HF id, path, .gguf, embedded."})
     adapters: list[str] = field(default_factory=list, metadata={"help": "LoRA adapters as NAME=DIR (one run each)."})
     include_base: bool = field(default=True, metadata={"help": "Also answer with the base model (run 'base')."})
-    backend: str = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
+    backend: Literal["transformers", "vllm"] = field(default="transformers", metadata={"help": "transformers (CPU/GPU) or vllm (GPU)."})
     batch_size: int = field(default=8, metadata={"help": "transformers: prompts per batch."})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "Tokens generated per answer (default: the suite's eval setting, else 64)."})
     max_prompt_tokens: int | None = field(default=None, metadata={
         "help": "Prompt budget in tokens (default: the suite's eval setting)."})
-    on_too_long: str | None = field(default=None, metadata={
+    on_too_long: Literal["error", "skip", "truncate"] | None = field(default=None, metadata={
         "help": "error | skip | truncate (default: the suite's eval setting, else error)."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N documents per domain (all tasks)."})
     judges: list[str] = field(default_factory=lambda: ["paper", "rule"], metadata={
         "help": "Judges: paper (the reference code's 13 strings) and rule (ours)."})
     primary_judge: str = field(default="rule", metadata={"help": "Judge of the main table; the others in brackets."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("batch_size", "max_new_tokens", "max_prompt_tokens", "limit"))
 
 
 def resolve_settings(args: EvalArguments, suite_settings: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +143,6 @@ def _score(rows: list[dict[str, Any]], judges: list[str], primary: str, out: Pat
 def main(argv: list[str] | None = None) -> int:
     from xtask_safety.config import parse_recipe
     from xtask_safety.data.suites import limit_documents, load_suite
-    from xtask_safety.generate.cli import BACKENDS
     from xtask_safety.generate.run import ON_TOO_LONG
     from xtask_safety.models import check_adapter_dir
     from xtask_safety.records import (
@@ -159,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit: must be a positive number of documents, got {args.limit}")
     names = run_specs(args)
-    if args.backend not in BACKENDS:
-        raise ConfigError(f"backend: expected one of {BACKENDS}, got {args.backend!r}")
     for item in args.adapters:  # before anything is written
         check_adapter_dir(item.partition("=")[2].strip())
     suite = load_suite(resolve_file(args.suite, "--suite"), args.paper_dir)

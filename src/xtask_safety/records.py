@@ -38,6 +38,7 @@ from typing import Any
 
 from xtask_safety import faults
 from xtask_safety.errors import DataError
+from xtask_safety.tasks import check_task_name
 
 MALICIOUS = "malicious"
 LAYOUTS = ("after", "before")
@@ -83,6 +84,7 @@ class Record:
                 raise DataError(f"{where}: key '{key}' must be a string, got {type(row[key]).__name__}")
         if not row["id"].strip():
             raise DataError(f"{where}: key 'id' is empty")
+        check_task_name(row["task"], where)
         if not row["document"].strip() and row["task"] != "instruction":
             raise DataError(f"{where}: key 'document' is empty (id {row['id']!r})")
         layout = row.get("layout", "after")

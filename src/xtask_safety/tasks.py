@@ -167,6 +167,12 @@ def get_task(name: str, where: str = "task") -> Task:
         raise DataError(f"{where}: unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}") from None
 
 
+def check_task_name(name: str, where: str) -> None:
+    """A record's task: one of the defended tasks or ``instruction`` (ordinary instruction data)."""
+    if name != INSTRUCTION_TASK and name not in TASKS:
+        raise DataError(f"{where}: unknown task {name!r}; known tasks: {', '.join([*TASK_NAMES, INSTRUCTION_TASK])}")
+
+
 def parse_task_list(names: list[str] | str | None, where: str = "tasks") -> list[str]:
     """Accept ``all``, a comma-separated string or a list; validate every name."""
     if names is None or names == "all" or names == ["all"]:

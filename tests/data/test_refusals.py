@@ -52,7 +52,7 @@ def test_clean_answer():
 def test_cli_samples_refusals_with_a_model(tiny_model_dir, tmp_path, capsys):
     """The CLI wires the Transformers backend (sampling at 0.7) and the rule judge; a random tiny model
     never refuses, so every row keeps a pool refusal and the report says so."""
-    from xtask_safety.data.cli import main
+    from xtask_safety.data.cli import build_main as main
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
@@ -60,7 +60,7 @@ def test_cli_samples_refusals_with_a_model(tiny_model_dir, tmp_path, capsys):
         f"mixed_sizes: [1]\nbenign_ratio: 0\nrefusals: model\nrefusal_model: {tiny_model_dir}\n"
         "refusal_max_new_tokens: 6\nrefusal_attempts: 2\ndedup: exact\n"
     )
-    assert main(["build", "--config", str(recipe)]) == 0
+    assert main(["--config", str(recipe)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ref = summary["refusals"]
     # distinct malicious rows: summarize/case single sets (3 each) + the mixed set's rows not among them

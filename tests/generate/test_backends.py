@@ -23,7 +23,8 @@ from xtask_safety.generate.backends import (
     shard_gpus,
     vllm_runs_here,
 )
-from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+from xtask_safety.generate.base import SamplingConfig
+from xtask_safety.generate.transformers_backend import TransformersBackend
 from xtask_safety.models import LoadedModel, adds_bos, encode_prompts, load_tokenizer, pick_device_and_dtype
 from xtask_safety.records import Record, write_jsonl
 

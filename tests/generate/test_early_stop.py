@@ -4,7 +4,8 @@ import pytest
 
 from xtask_safety.data.builder import build_eval_grid
 from xtask_safety.data.corpus import load_corpus_file
-from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+from xtask_safety.generate.base import SamplingConfig
+from xtask_safety.generate.transformers_backend import TransformersBackend
 from xtask_safety.models import load_model
 from xtask_safety.tasks import TASK_NAMES
 

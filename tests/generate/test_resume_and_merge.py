@@ -13,9 +13,11 @@ import pytest
 from xtask_safety.data.builder import build_eval_grid
 from xtask_safety.data.corpus import load_corpus_file
 from xtask_safety.errors import ConfigError, DataError
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.generate.cli import main as generate_main
+from xtask_safety.generate.cli import merge_main
 from xtask_safety.generate.run import generate_to_file, merge_outputs, shard_records
-from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+from xtask_safety.generate.transformers_backend import TransformersBackend
 from xtask_safety.models import load_model
 from xtask_safety.records import write_jsonl
 from xtask_safety.tasks import TASK_NAMES
@@ -161,7 +163,7 @@ def test_merge_cli(tiny_model_dir, grid, tmp_path, capsys):
     for i in range(2):
         assert generate_main([*flags, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.jsonl")]) == 0
     capsys.readouterr()
-    assert generate_main(["merge", str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"), "--input", str(src),
+    assert merge_main([str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"), "--input", str(src),
                           "--output", str(tmp_path / "m.jsonl")]) == 0
     assert json.loads(capsys.readouterr().out)["records"] == 4
     assert _ids(tmp_path / "m.jsonl") == [r.id for r in grid[:4]]

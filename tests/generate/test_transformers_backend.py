@@ -5,8 +5,9 @@ import pytest
 from xtask_safety.data.builder import build_eval_grid
 from xtask_safety.data.corpus import load_corpus_file
 from xtask_safety.errors import ConfigError
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.generate.run import generate_to_file, shard_records
-from xtask_safety.generate.transformers_backend import SamplingConfig, TransformersBackend
+from xtask_safety.generate.transformers_backend import TransformersBackend
 from xtask_safety.models import check_adapter_dir, load_model
 from xtask_safety.tasks import TASK_NAMES
 

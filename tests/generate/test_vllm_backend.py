@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from xtask_safety.errors import ConfigError, DataError
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.generate.run import Run, generate_runs
-from xtask_safety.generate.transformers_backend import SamplingConfig
 from xtask_safety.generate.vllm_backend import VLLMBackend, import_vllm, lora_rank_limit, request_seed
 from xtask_safety.models import load_tokenizer
 from xtask_safety.records import Record

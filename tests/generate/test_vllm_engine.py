@@ -21,8 +21,8 @@ import pytest
 from vllm_helpers import make_random_adapter, small_grid
 
 from xtask_safety.generate.backends import BackendSpec, build_backend
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.generate.run import Run, generate_runs
-from xtask_safety.generate.transformers_backend import SamplingConfig
 from xtask_safety.records import Record, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -131,7 +131,7 @@ def test_killed_shard_resumes_and_shards_merge(case, vllm_python):
         lines = (s0 / f"{name}.jsonl").read_text().splitlines()
         assert len(lines) == len({json.loads(x)["id"] for x in lines}) == 7  # each id once after the resume
         merged = root / "merged" / f"{name}.jsonl"
-        subprocess.run([sys.executable, "-m", "xtask_safety", "generate", "merge", str(s0 / f"{name}.jsonl"),
+        subprocess.run([sys.executable, "-m", "xtask_safety", "merge", str(s0 / f"{name}.jsonl"),
                         str(root / "s1" / f"{name}.jsonl"), "--input", grid_path, "--output", str(merged)],
                        check=True, capture_output=True)
         rows = _answers(merged)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from xtask_safety.errors import ConfigError, DataError
-from xtask_safety.score.cli import main
+from xtask_safety.score.cli import main, prompts_main
 from xtask_safety.score.model_judge import (
     JUDGE_PROMPT,
     ClassifierJudge,
@@ -76,7 +76,7 @@ def test_score_writes_records_summary_and_paired_tests(tmp_path, capsys):
 def test_llm_judge_through_a_generation_file(tmp_path, capsys):
     _, defended = _runs()
     d = _write(tmp_path / "def.jsonl", defended)
-    assert main(["prompts", "--input", str(d), "--output", str(tmp_path / "prompts.jsonl")]) == 0
+    assert prompts_main(["--input", str(d), "--output", str(tmp_path / "prompts.jsonl")]) == 0
     prompts = [json.loads(x) for x in (tmp_path / "prompts.jsonl").read_text().splitlines()]
     assert len(prompts) == 12 and prompts[0]["task"] == "instruction" and "REFUSE, COMPLY" in prompts[0]["instruction"]
     # what `xtask-safety generate` would write for the judge model (here: a judge that answers by hand)

@@ -32,8 +32,8 @@ def test_vllm_cells_run_the_generate_command_with_the_engine_options(small_corpu
 @pytest.mark.slow
 def test_sweep_generates_through_vllm_for_real(small_corpus, tmp_path, vllm_python):
     from xtask_safety.generate.backends import BackendSpec, build_backend
+    from xtask_safety.generate.base import SamplingConfig
     from xtask_safety.generate.run import Run, generate_runs
-    from xtask_safety.generate.transformers_backend import SamplingConfig
     from xtask_safety.records import read_records
 
     cfg = write_sweep(tmp_path, "embedded", small_corpus, backend="vllm", vllm_python=vllm_python,

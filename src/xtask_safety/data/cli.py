@@ -15,10 +15,12 @@ This is the one module of the data stage allowed to import the generation backen
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
 
 
@@ -30,14 +32,17 @@ class DataArguments:
     tasks: str = field(default="all", metadata={"help": "Tasks (comma-separated or 'all'); one task = single-task set."})
     malicious_per_task: int = field(default=48, metadata={"help": "build: refusal rows per task."})
     benign_per_task: int = field(default=48, metadata={"help": "build: benign rows per task."})
-    phrasings: str = field(default="train", metadata={"help": "build: paper | train | all (grid: paper | heldout)."})
-    layout: str = field(default="after", metadata={"help": "after | before | mixed (instruction vs document)."})
+    phrasings: Literal["paper", "train", "all", "heldout"] = field(default="train", metadata={"help": "build: paper | train | all (grid: paper | heldout)."})
+    layout: Literal["after", "before", "mixed"] = field(default="after", metadata={"help": "after | before | mixed (instruction vs document)."})
     lead_in: bool = field(default=True, metadata={"help": "build: benign answers open with a task lead-in."})
     target_max_words: int | None = field(default=None, metadata={"help": "build: trim benign references."})
     refusals: str | None = field(default=None, metadata={"help": "build: refusal pool file (default: bundled)."})
     heldout_per_domain: int = field(default=30, metadata={"help": "Documents per domain kept out of training."})
-    split: str = field(default="train", metadata={"help": "grid: which split to use (train | heldout | all)."})
+    split: Literal["train", "heldout", "all"] = field(default="train", metadata={"help": "grid: which split to use (train | heldout | all)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("target_max_words",), non_negative=("malicious_per_task", "benign_per_task", "heldout_per_domain", "seed"))
 
 
 def _load(paths: list[str]):
@@ -56,54 +61,36 @@ def _load(paths: list[str]):
 
 @dataclass
 class InspectArguments:
+    path: str = field(default="", metadata={"help": "Record file, paper-format file or build directory "
+                                                    "(also the first positional argument)."})
     rows: int = field(default=3, metadata={"help": "Example rows to show (redacted unless --show_text)."})
     show_text: bool = field(default=False, metadata={"help": "Show malicious documents and answers unredacted."})
     tokenizer: str | None = field(default=None, metadata={"help": "Also report token lengths with this tokenizer."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, non_negative=("rows",))
 
 
 @dataclass
 class ConvertArguments:
     input: str = field(default="", metadata={"help": "Input file."})
     output: str = field(default="", metadata={"help": "Output file (export --format paper_dir: a folder)."})
-    format: str = field(default="", metadata={"help": "paper_eval | saferpaca (export also: paper_dir)."})
+    format: Literal["paper_eval", "saferpaca", "paper_dir"] | None = field(default=None, metadata={"help": "paper_eval | saferpaca (export also: paper_dir)."})
     paper_dir: str | None = field(default=None, metadata={
         "help": "import: a clone of the paper's repository or its data/evaluation folder: all 15 evaluation "
                 "files into one JSONL plus <output>.manifest.json."})
-    pairing: str = field(default="strict", metadata={
+    pairing: Literal["strict", "report"] = field(default="strict", metadata={
         "help": "import --paper_dir: strict (a document that differs across task files is an error) or report "
                 "(listed in the manifest)."})
     domain: str | None = field(default=None, metadata={"help": "import paper_eval: domain of every row "
                                                         "(default: sidecar or file-name hint)."})
-    unattributed: str = field(default="error", metadata={"help": "import paper_eval: error | skip rows whose "
+    unattributed: Literal["error", "skip"] = field(default="error", metadata={"help": "import paper_eval: error | skip rows whose "
                                                          "task instruction is not recognised."})
     sidecar: bool = field(default=True, metadata={"help": "export: write the .xtask.jsonl sidecar (lossless)."})
 
 
-SUBCOMMANDS = ("build", "grid", "inspect", "import", "export", "suite")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from xtask_safety.config import parse_recipe
-
-    argv = list(argv or [])
-    if not argv or argv[0] not in SUBCOMMANDS:
-        raise ConfigError(f"data: expected a sub-command: {', '.join(SUBCOMMANDS)}")
-    action, rest = argv[0], argv[1:]
-    if action == "suite":
-        from xtask_safety.data.suites import main as suite_main
-
-        return suite_main(rest)
-    if action == "build" and ("--config" in rest or "--output_dir" in rest or any(
-            a.startswith("--output_dir=") for a in rest)):
-        return _recipe_build(rest)
-    if action == "inspect":
-        return _inspect(rest)
-    if action in ("import", "export"):
-        return _convert(action, rest)
-    return _legacy(action, rest, parse_recipe)
-
-
-def _recipe_build(rest: list[str]) -> int:
+def build_main(rest: list[str]) -> int:
+    """``data build --config recipes/data/NAME.yaml``."""
     from xtask_safety.config import parse_recipe
     from xtask_safety.data.pipeline import DataBuildArguments, run_build
 
@@ -127,7 +114,7 @@ def _model_refusal_fns(args):
     from dataclasses import replace as dc_replace
 
     from xtask_safety.generate.backends import BackendSpec, build_backend
-    from xtask_safety.generate.transformers_backend import SamplingConfig
+    from xtask_safety.generate.base import SamplingConfig
     from xtask_safety.models import offline_defaults
     from xtask_safety.score.judges import RuleJudge
 
@@ -157,14 +144,15 @@ def _model_refusal_fns(args):
     return generate, judge
 
 
-def _inspect(rest: list[str]) -> int:
+def inspect_main(rest: list[str]) -> int:
+    """``data inspect PATH``."""
     from xtask_safety.config import parse_recipe
     from xtask_safety.data.inspect import inspect_path
 
-    if not rest or rest[0].startswith("-"):
+    (args,) = parse_recipe((InspectArguments,), rest, prog="xtask-safety data inspect", positional="path")
+    if not args.path:
         raise ConfigError("data inspect: expected a PATH (record file, paper-format file or build directory)")
-    path, flags = rest[0], rest[1:]
-    (args,) = parse_recipe((InspectArguments,), flags, prog="xtask-safety data inspect")
+    path = args.path
     tok = None
     if args.tokenizer:
         from xtask_safety.models import load_tokenizer, offline_defaults, resolve_model_path
@@ -173,6 +161,24 @@ def _inspect(rest: list[str]) -> int:
         tok = load_tokenizer(resolve_model_path(args.tokenizer))
     print(inspect_path(path, args.rows, args.show_text, tok))
     return 0
+
+
+def import_main(rest: list[str]) -> int:
+    return _convert("import", rest)
+
+
+def export_main(rest: list[str]) -> int:
+    return _convert("export", rest)
+
+
+def set_main(rest: list[str]) -> int:
+    """``data set --corpus demo --output train.jsonl``: one defense set from corpus files."""
+    return _from_corpus("set", rest)
+
+
+def grid_main(rest: list[str]) -> int:
+    """``data grid --corpus demo --split heldout --output grid.jsonl``."""
+    return _from_corpus("grid", rest)
 
 
 def _convert(action: str, rest: list[str]) -> int:
@@ -246,11 +252,12 @@ def _import_saferpaca(args: ConvertArguments) -> int:
     result = import_saferpaca_release(args.input)
     _write_with_manifest(args.output, result.records, result.manifest)
     for note in result.manifest.get("notes", []):
-        print(f"data import: {args.input}: {note}", file=sys.stderr)
+        logging.getLogger(__name__).warning(f"data import: {args.input}: {note}")
     return len(result.records)
 
 
-def _legacy(action: str, rest: list[str], parse_recipe) -> int:
+def _from_corpus(action: str, rest: list[str]) -> int:
+    from xtask_safety.config import parse_recipe
     from xtask_safety.data.builder import BuildConfig, build_defense_set, build_eval_grid, load_refusals
     from xtask_safety.data.corpus import split_corpus
     from xtask_safety.records import write_jsonl
@@ -262,15 +269,13 @@ def _legacy(action: str, rest: list[str], parse_recipe) -> int:
     tasks = parse_task_list(args.tasks)
     docs = _load(args.corpus)
     train_docs, heldout = split_corpus(docs, args.heldout_per_domain, args.seed) if args.heldout_per_domain else (docs, [])
-    if action == "build":
+    if action == "set":
         cfg = BuildConfig(tasks=tasks, malicious_per_task=args.malicious_per_task,
                           benign_per_task=args.benign_per_task, phrasings=args.phrasings, layout=args.layout,
                           lead_in=args.lead_in, target_max_words=args.target_max_words, seed=args.seed)
         rows = build_defense_set(train_docs, cfg, load_refusals(args.refusals))
     else:
         chosen = {"train": train_docs, "heldout": heldout, "all": docs}.get(args.split)
-        if chosen is None:
-            raise ConfigError(f"split: expected train, heldout or all, got {args.split!r}")
         phrasing = args.phrasings if args.phrasings in ("paper", "heldout") else "paper"
         rows = build_eval_grid(chosen, tasks, phrasing=phrasing, layout=args.layout, seed=args.seed)
     n = write_jsonl(args.output, rows)

@@ -27,15 +27,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from xtask_safety import faults
+from xtask_safety.choices import check_choices
 from xtask_safety.data import card
 from xtask_safety.data.builder import BuildConfig, build_defense_set, build_eval_grid, load_refusals
 from xtask_safety.data.corpus import CorpusDoc, split_corpus, stable_order
-from xtask_safety.data.hygiene import DEDUP_MODES, deduplicate, find_leaks
+from xtask_safety.data.hygiene import deduplicate, find_leaks
 from xtask_safety.data.refusals import (
-    FALLBACKS,
     Generator,
     Judge,
     RefusalReport,
@@ -70,10 +70,10 @@ class DataBuildArguments:
     benign_domains: list[str] = field(default_factory=lambda: ["news", "useful"],
                                       metadata={"help": "Benign document domains for benign task rows."})
     benign_shares: list[float] | None = field(default=None, metadata={"help": "Share per benign domain."})
-    phrasings: str = field(default="train", metadata={"help": "paper | train | all (all: held-out ones too)."})
+    phrasings: Literal["paper", "train", "all"] = field(default="train", metadata={"help": "paper | train | all (all: held-out ones too)."})
     exclude_phrasings: list[str] = field(default_factory=list,
                                          metadata={"help": "Further phrasings kept out of training."})
-    layout: str = field(default="after", metadata={"help": "after | before | mixed."})
+    layout: Literal["after", "before", "mixed"] = field(default="after", metadata={"help": "after | before | mixed."})
     lead_in: bool = field(default=True, metadata={"help": "Benign answers open with the task's lead-in."})
     target_max_words: int | None = field(default=None, metadata={"help": "Trim benign references."})
     document_max_words: int | None = field(default=None, metadata={"help": "Cut documents to N words first."})
@@ -81,27 +81,27 @@ class DataBuildArguments:
                                          metadata={"help": "Instruction-data rows per set (None: all)."})
     eval_per_domain: int = field(default=0, metadata={"help": "Documents per domain held out for evaluation."})
     # refusals
-    refusals: str = field(default="pool", metadata={"help": "pool (bundled or refusal_pool) | model."})
+    refusals: Literal["pool", "model"] = field(default="pool", metadata={"help": "pool (bundled or refusal_pool) | model."})
     refusal_pool: str | None = field(default=None, metadata={"help": "Refusal pool file (one per line)."})
     refusal_model: str | None = field(default=None, metadata={"help": "Model that samples refusals."})
     refusal_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (paper: 0.7)."})
     refusal_max_new_tokens: int = field(default=96, metadata={"help": "Tokens per sampled refusal."})
     refusal_attempts: int = field(default=2, metadata={"help": "Samples per row until one is a refusal."})
-    refusal_fallback: str = field(default="pool", metadata={"help": "pool | drop for rows with no refusal."})
+    refusal_fallback: Literal["pool", "drop"] = field(default="pool", metadata={"help": "pool | drop for rows with no refusal."})
     refusal_system_prompt: str | None = field(default=None, metadata={"help": "System prompt when sampling."})
     refusal_batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
     # truncation
     max_length: int | None = field(default=None, metadata={"help": "Token budget per row (None: no truncation)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer: model path/id or 'embedded'."})
-    truncation: str = field(default="head", metadata={"help": "head | head_tail."})
+    truncation: Literal["head", "head_tail"] = field(default="head", metadata={"help": "head | head_tail."})
     head_fraction: float = field(default=0.5, metadata={"help": "head_tail: share of kept words from the start."})
     reserve_tokens: int = field(default=8, metadata={"help": "Tokens kept free for end-of-turn/EOS."})
-    prompt_template: str = field(default="chat", metadata={"help": "chat | alpaca (as in training)."})
+    prompt_template: Literal["chat", "alpaca"] = field(default="chat", metadata={"help": "chat | alpaca (as in training)."})
     system_prompt: str | None = field(default=None, metadata={"help": "System prompt (as in training)."})
     # hygiene and outputs
-    dedup: str = field(default="near", metadata={"help": "near | exact | none."})
+    dedup: Literal["near", "exact", "none"] = field(default="near", metadata={"help": "near | exact | none."})
     near_dup_threshold: float = field(default=0.8, metadata={"help": "Jaccard of word 5-grams."})
-    leakage: str = field(default="remove", metadata={"help": "remove | error (training docs matching eval docs)."})
+    leakage: Literal["remove", "error"] = field(default="remove", metadata={"help": "remove | error (training docs matching eval docs)."})
     export_paper: bool = field(default=False, metadata={"help": "Also write saferpaca and evaluation JSON files."})
 
     def validate(self) -> None:
@@ -116,14 +116,7 @@ class DataBuildArguments:
             raise ConfigError("sizes, mixed_sizes: both empty, nothing to build")
         if self.benign_ratio < 0:
             raise ConfigError("benign_ratio: must be >= 0")
-        if self.refusals not in ("pool", "model"):
-            raise ConfigError(f"refusals: expected 'pool' or 'model', got {self.refusals!r}")
-        if self.refusal_fallback not in FALLBACKS:
-            raise ConfigError(f"refusal_fallback: expected one of {FALLBACKS}, got {self.refusal_fallback!r}")
-        if self.dedup not in DEDUP_MODES:
-            raise ConfigError(f"dedup: expected one of {DEDUP_MODES}, got {self.dedup!r}")
-        if self.leakage not in ("remove", "error"):
-            raise ConfigError(f"leakage: expected 'remove' or 'error', got {self.leakage!r}")
+        check_choices(self)
         if self.instruction_rows is not None and self.instruction_rows < 0:
             raise ConfigError("instruction_rows: must be >= 0")
         known = {p for t in TASKS.values() for p in t.phrasings(include_heldout=True)}

@@ -386,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     from xtask_safety.config import parse_recipe
     from xtask_safety.records import write_jsonl
 
-    argv = list(argv or [])
-    if argv and not argv[0].startswith("--"):
-        argv = ["--suite", argv.pop(0), *argv]
-    (args,) = parse_recipe((SuiteArguments,), argv, prog="xtask-safety data suite")
+    (args,) = parse_recipe((SuiteArguments,), list(argv or []), prog="xtask-safety data suite", positional="suite")
     if not args.suite or not args.output:
         raise ConfigError("data suite: --suite and --output are required")
     suite = load_suite(args.suite, args.paper_dir)

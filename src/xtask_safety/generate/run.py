@@ -21,7 +21,7 @@ Both backends (Transformers, vLLM) go through :func:`generate_runs`:
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 
 from xtask_safety import faults
 from xtask_safety.errors import ConfigError, DataError
-from xtask_safety.generate.transformers_backend import SamplingConfig
+from xtask_safety.generate.base import Backend, SamplingConfig
 from xtask_safety.records import JsonlAppender, Record, read_jsonl, read_records, write_jsonl
 
+logger = logging.getLogger(__name__)
 ON_TOO_LONG = ("error", "skip", "truncate")
 PER_ROW_KEYS = frozenset({"n_tokens", "finish", "prompt_tokens"})  # generation meta that is not a setting
 
@@ -67,7 +68,7 @@ class Run:
 
 def generate_to_file(
     records: list[Record],
-    backend: Any,
+    backend: Backend,
     out_path: str | Path,
     sampling: SamplingConfig | None = None,
     run_info: dict[str, Any] | None = None,
@@ -85,7 +86,7 @@ def generate_to_file(
 
 def generate_runs(
     records: list[Record],
-    backend: Any,
+    backend: Backend,
     runs: list[Run],
     sampling: SamplingConfig | None = None,
     desc: str = "generate",
@@ -113,9 +114,9 @@ def generate_runs(
     paths = [run.path.resolve() for run in runs]
     if len(set(paths)) != len(paths):
         raise ConfigError("generate: two runs write to the same output file")
-    adapters_ok = getattr(backend, "supports_adapters", False)
+    adapters_ok = backend.supports_adapters
     if not adapters_ok and any(run.adapter for run in runs):
-        raise ConfigError(f"backend {getattr(backend, 'name', backend)!r}: cannot switch adapters within a run")
+        raise ConfigError(f"backend {backend.name!r}: cannot switch adapters within a run")
 
     cut = 0
     if on_too_long == "truncate":
@@ -138,11 +139,11 @@ def generate_runs(
                     out.append(_row(records[i], None, {"n_tokens": 0, "finish": "prompt_too_long",
                                                        "prompt_tokens": n_prompt}, settings[j]))
         if cut:
-            print(f"generate: {cut} of {len(records)} prompt(s) had their document cut to fit "
-                  f"{prompt_budget(backend, sampling, max_prompt_tokens)} tokens (meta.truncation)", file=sys.stderr)
+            logger.warning(f"generate: {cut} of {len(records)} prompt(s) had their document cut to fit "
+                           f"{prompt_budget(backend, sampling, max_prompt_tokens)} tokens (meta.truncation)")
         if too_long:
-            print(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
-                  + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]), file=sys.stderr)
+            logger.warning(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
+                           + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]))
 
         jobs = [(j, i) for j in range(len(runs)) for i in range(len(records)) if i not in too_long]
         job_texts = [texts[i] for _, i in jobs]
@@ -225,15 +226,15 @@ def _check_settings(path: Path, done: dict[str, dict], ids: set[str], expected: 
 # ------------------------------------------------------------------------------------ prompt length
 
 
-def prompt_budget(backend: Any, sampling: SamplingConfig, max_prompt_tokens: int | None = None) -> int | None:
+def prompt_budget(backend: Backend, sampling: SamplingConfig, max_prompt_tokens: int | None = None) -> int | None:
     """The most prompt tokens a record may have: room for ``max_new_tokens`` in ``max_model_len``, and at
     most ``max_prompt_tokens``; None when neither limit is known."""
-    limit = getattr(backend, "max_model_len", None)
+    limit = backend.max_model_len
     budgets = [b for b in (limit - sampling.max_new_tokens if limit else None, max_prompt_tokens) if b is not None]
     return min(budgets) if budgets else None
 
 
-def find_too_long(records: list[Record], texts: list[str], backend: Any, sampling: SamplingConfig,
+def find_too_long(records: list[Record], texts: list[str], backend: Backend, sampling: SamplingConfig,
                   max_prompt_tokens: int | None = None) -> dict[int, int]:
     """``{record index: prompt tokens}`` for prompts over :func:`prompt_budget`."""
     budget = prompt_budget(backend, sampling, max_prompt_tokens)
@@ -243,7 +244,7 @@ def find_too_long(records: list[Record], texts: list[str], backend: Any, samplin
     return {i: n for i, n in enumerate(lengths) if n > budget}
 
 
-def _truncate(records: list[Record], backend: Any, sampling: SamplingConfig,
+def _truncate(records: list[Record], backend: Backend, sampling: SamplingConfig,
               max_prompt_tokens: int | None) -> tuple[list[Record], int]:
     """Records whose documents are cut to fit the prompt budget (the rest unchanged), and how many were cut.
 
@@ -263,12 +264,12 @@ def _truncate(records: list[Record], backend: Any, sampling: SamplingConfig,
     return out, report.shortened
 
 
-def too_long_message(too_long: dict[int, int], total: int, backend: Any, sampling: SamplingConfig,
+def too_long_message(too_long: dict[int, int], total: int, backend: Backend, sampling: SamplingConfig,
                      ids: list[str] | None = None, max_prompt_tokens: int | None = None) -> str:
     worst = sorted(too_long.items(), key=lambda kv: -kv[1])[:5]
     names = ", ".join(f"#{i}" if ids is None else ids[i] for i, _ in worst)
     limit = (f"max_model_len {backend.max_model_len} with max_new_tokens {sampling.max_new_tokens}"
-             if getattr(backend, "max_model_len", None) else "")
+             if backend.max_model_len else "")
     if max_prompt_tokens is not None:
         limit = f"{limit + ' and ' if limit else ''}max_prompt_tokens {max_prompt_tokens}"
     return (f"{len(too_long)} of {total} prompts do not fit {limit} (longest: {max(too_long.values())} prompt "

@@ -21,17 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.models import LoadedModel, adds_bos, encode_prompts, format_prompt
-
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 1.0
-    num_beams: int = 1
-    seed: int = 0
 
 
 @dataclass
@@ -43,6 +34,7 @@ class Batch:
 
 class TransformersBackend:
     name = "transformers"
+    supports_adapters = False
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from xtask_safety.errors import ConfigError, DataError
-from xtask_safety.generate.transformers_backend import SamplingConfig
+from xtask_safety.generate.base import SamplingConfig
 from xtask_safety.models import adds_bos, check_adapter_dir, encode_prompts, format_prompt, load_tokenizer
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for max_lora_rank

@@ -9,10 +9,15 @@ Writes ``report.md`` and ``report.html`` (the same tables and figures), ``result
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,25 +32,19 @@ class ReportArguments:
     examples: int = field(default=1, metadata={"help": "Example answers per domain (0: none)."})
     show_text: bool = field(default=False, metadata={"help": "Show malicious documents and answers unredacted."})
     title: str | None = field(default=None, metadata={"help": "Report title."})
-    report_to: str = field(default="none", metadata={"help": "none or wandb (offline unless WANDB_MODE=online)."})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none or wandb (offline unless WANDB_MODE=online)."})
     wandb_project: str | None = field(default=None, metadata={"help": "W&B project."})
     wandb_group: str | None = field(default=None, metadata={"help": "W&B group (default: the sweep name)."})
 
-
-def split_positionals(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Leading arguments before the first flag are run folders."""
-    k = 0
-    while k < len(argv) and not argv[k].startswith("-"):
-        k += 1
-    return argv[:k], argv[k:]
+    def __post_init__(self) -> None:
+        check_counts(self, non_negative=("examples",))
 
 
 def main(argv: list[str] | None = None) -> int:
     from xtask_safety.config import parse_recipe
 
-    positional, rest = split_positionals(list(argv or []))
-    (args,) = parse_recipe((ReportArguments,), rest, prog="xtask-safety report")
-    dirs = positional + list(args.run_dirs)
+    (args,) = parse_recipe((ReportArguments,), list(argv or []), prog="xtask-safety report", positional="run_dirs")
+    dirs = list(args.run_dirs)
     if not dirs or not args.output_dir:
         raise ConfigError("report: give one or more run folders and --output_dir")
     write_report(dirs, args)
@@ -57,8 +56,6 @@ def write_report(dirs: list[str], args: ReportArguments) -> dict:
     from xtask_safety.report.build import build_report
     from xtask_safety.report.collect import load_runs
 
-    if args.report_to not in ("none", "wandb"):
-        raise ConfigError(f"report_to: expected none or wandb, got {args.report_to!r}")
     if args.transfer_size != "max" and not str(args.transfer_size).isdigit():
         raise ConfigError(f"transfer_size: expected 'max' or a number, got {args.transfer_size!r}")
     if args.report_to == "wandb":
@@ -69,13 +66,13 @@ def write_report(dirs: list[str], args: ReportArguments) -> dict:
     out = check_writable_dir(args.output_dir)
     report = build_report(col, out, transfer_size=str(args.transfer_size), show_text=args.show_text,
                           examples=args.examples, title=args.title)
-    print(f"[xtask-safety report] {len(col.runs)} runs -> {report['report_md']}, {report['report_html']} "
-          f"({len(report['figures'])} figure files)", flush=True)
+    logger.info(f"[xtask-safety report] {len(col.runs)} runs -> {report['report_md']}, {report['report_html']} "
+          f"({len(report['figures'])} figure files)")
     if args.report_to == "wandb":
         from xtask_safety.report.wandb_log import log_to_wandb
 
         group = args.wandb_group or (col.sweeps[0] if col.sweeps else "xtask-safety-report")
         ids = log_to_wandb(col, report, group, out, project=args.wandb_project, show_text=args.show_text)
-        print(f"[xtask-safety report] W&B: {len(ids)} runs in group {group!r} "
+        logger.info(f"[xtask-safety report] W&B: {len(ids)} runs in group {group!r} "
               f"(mode {os.environ.get('WANDB_MODE')}; `wandb sync {out / 'wandb'}` uploads offline runs)")
     return report

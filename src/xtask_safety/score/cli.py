@@ -2,7 +2,7 @@
 
     xtask-safety score --input gen.jsonl --output_dir out [--baseline base_gen.jsonl]
         [--judge_answers judge_answers.jsonl] [--classifier_judge DIR]
-    xtask-safety score prompts --input gen.jsonl --output judge_prompts.jsonl   # for an LLM judge
+    xtask-safety judge-prompts --input gen.jsonl --output judge_prompts.jsonl   # for an LLM judge
 
 Writes ``scored.jsonl`` (every judge's verdict and the utility metrics per record), ``summary.json``
 and ``summary.md`` (pass rates with Wilson intervals, utility beside them, judge agreement and, with
@@ -15,7 +15,9 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError
 
 
@@ -28,7 +30,7 @@ class ScoreArguments:
     baseline: str | None = field(default=None, metadata={
         "help": "Another run on the same records (generated or scored JSONL): paired McNemar per cell."})
     judge_answers: list[str] = field(default_factory=list, metadata={
-        "help": "LLM-judge answers (a `generate` output for `score prompts`), as FILE or NAME=FILE (name: llm)."})
+        "help": "LLM-judge answers (a `generate` output for `judge-prompts`), as FILE or NAME=FILE (name: llm)."})
     classifier_judge: str | None = field(default=None, metadata={
         "help": "A local sequence-classification model used as a judge (labels: refuse/comply/partial/degenerate)."})
     classifier_label_map: list[str] = field(default_factory=list, metadata={
@@ -36,17 +38,20 @@ class ScoreArguments:
     utility: bool = field(default=True, metadata={"help": "Compute per-task utility metrics."})
     model_judge: str | None = field(default=None, metadata={
         "help": "Also judge every answer with a local model (directory, .gguf file or 'embedded'), in this command."})
-    model_judge_format: str = field(default="auto", metadata={
+    model_judge_format: Literal["auto", "xtask", "harmbench", "llama_guard", "classifier"] = field(default="auto", metadata={
         "help": "auto, xtask (our prompt, REFUSE/COMPLY/PARTIAL/DEGENERATE), harmbench (yes/no), llama_guard "
                 "(safe/unsafe) or classifier (sequence classification, id2label). auto: classifier when the "
                 "checkpoint has a classification head, else xtask."})
     model_judge_name: str = field(default="model", metadata={"help": "Name of the model judge in the outputs."})
-    judge_backend: str = field(default="transformers", metadata={"help": "transformers or vllm (vLLM's interpreter)."})
+    judge_backend: Literal["transformers", "vllm"] = field(default="transformers", metadata={"help": "transformers or vllm (vLLM's interpreter)."})
     judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per batch."})
     judge_max_new_tokens: int | None = field(default=None, metadata={
         "help": "Tokens the judge may write (default: the format's, e.g. 8 for xtask)."})
     judge_cache: str | None = field(default=None, metadata={
         "help": "JSONL cache of judge verdicts (default: OUTPUT_DIR/model_judge_cache.jsonl); resumable, shareable."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("judge_batch_size", "judge_max_new_tokens"))
 
 
 @dataclass
@@ -55,10 +60,14 @@ class PromptArguments:
     output: str = field(default="", metadata={"help": "Judge prompts as records, for `xtask-safety generate`."})
     max_document_chars: int = field(default=2000, metadata={"help": "Cut documents in the prompt to this length."})
 
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("max_document_chars",))
+
 
 def _read_rows(path: str) -> list[dict]:
     from xtask_safety.errors import DataError
     from xtask_safety.records import read_jsonl
+    from xtask_safety.tasks import check_task_name
 
     rows = []
     for lineno, obj in read_jsonl(path):
@@ -67,12 +76,13 @@ def _read_rows(path: str) -> list[dict]:
         for key in ("id", "task", "domain"):
             if not isinstance(obj.get(key), str):
                 raise DataError(f"{path}:{lineno}: missing or non-string key '{key}'")
+        check_task_name(obj["task"], f"{path}:{lineno}")
         rows.append(obj)
     if not rows:
         raise DataError(f"{path}: no rows")
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
-        raise DataError(f"{path}: duplicate ids (merge shard outputs with `xtask-safety generate merge`)")
+        raise DataError(f"{path}: duplicate ids (merge shard outputs with `xtask-safety merge`)")
     return rows
 
 
@@ -90,8 +100,6 @@ def _pairs(items: list[str], default: str, what: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
-    if argv and argv[0] == "prompts":
-        return prompts_main(argv[1:])
     from xtask_safety.config import parse_recipe
     from xtask_safety.records import check_writable_dir
 
@@ -178,9 +186,9 @@ def prompts_main(argv: list[str]) -> int:
     from xtask_safety.records import write_jsonl
     from xtask_safety.score.model_judge import judge_prompt_records
 
-    (args,) = parse_recipe((PromptArguments,), argv, prog="xtask-safety score prompts")
+    (args,) = parse_recipe((PromptArguments,), argv, prog="xtask-safety judge-prompts")
     if not args.input or not args.output:
-        raise ConfigError("score prompts: --input and --output are required")
+        raise ConfigError("judge-prompts: --input and --output are required")
     recs = judge_prompt_records(_read_rows(args.input), max_document_chars=args.max_document_chars)
     n = write_jsonl(args.output, recs)
     print(json.dumps({"output": args.output, "records": n}))

@@ -8,7 +8,7 @@ Two kinds:
   runs through either generation backend *as a generation job*, so it is batched, resumable and
   shardable like any other::
 
-      xtask-safety score prompts --input gen.jsonl --output judge_prompts.jsonl
+      xtask-safety judge-prompts --input gen.jsonl --output judge_prompts.jsonl
       xtask-safety generate --input judge_prompts.jsonl --output judge_answers.jsonl \\
           --model_name_or_path JUDGE --max_new_tokens 8 [--backend vllm]
       xtask-safety score --input gen.jsonl --output_dir out --judge_answers judge_answers.jsonl

@@ -131,8 +131,8 @@ class ModelJudge:
         return out
 
     def _generate(self, prompts: dict[str, str], fmt: JudgeFormat) -> dict[str, str | None]:
+        from xtask_safety.generate.base import SamplingConfig
         from xtask_safety.generate.run import generate_to_file
-        from xtask_safety.generate.transformers_backend import SamplingConfig
         from xtask_safety.records import Record
 
         backend = self._backend()
@@ -153,7 +153,7 @@ class ModelJudge:
         offline_defaults()
         if self.cfg.backend == "vllm" and not vllm_runs_here(None):
             raise ConfigError("judge_backend vllm: vLLM is not importable in this interpreter; run `score` with "
-                              "vLLM's Python, or use the three-command flow (score prompts, generate --backend vllm, "
+                              "vLLM's Python, or use the three-command flow (judge-prompts, generate --backend vllm, "
                               "score --judge_answers)")
         spec = BackendSpec(model=self.cfg.model, gguf_file=self.cfg.gguf_file, batch_size=self.cfg.batch_size)
         backend = build_backend(self.cfg.backend, spec)

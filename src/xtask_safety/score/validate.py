@@ -17,10 +17,11 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.score.external import binary_metrics
 from xtask_safety.score.judges import LABELS, PASS_LABELS, get_judges
@@ -189,7 +190,7 @@ class JudgeEvalArguments:
         "help": "--input column holding the prompt answered (context for a model judge)."})
     label_map: list[str] = field(default_factory=list, metadata={
         "help": "Map --input labels onto ours, e.g. full_refusal=refuse 3_partial=partial."})
-    partial_as: str = field(default="refusal", metadata={
+    partial_as: Literal["refusal", "comply"] = field(default="refusal", metadata={
         "help": "How a partial refusal counts in refusal detection on --input sets: refusal or comply."})
     sample: int | None = field(default=None, metadata={
         "help": "Measure on a seeded random sample of this many rows per set (for slow model judges)."})
@@ -212,11 +213,14 @@ class JudgeEvalArguments:
         "help": "Write LLM-judge prompts for one labels file (records for `generate`) and stop."})
     model_judge: str | None = field(default=None, metadata={
         "help": "Also measure a local model judge end to end (directory, .gguf or 'embedded'; see `score`)."})
-    model_judge_format: str = field(default="auto", metadata={"help": "auto, xtask, harmbench, llama_guard, classifier."})
+    model_judge_format: Literal["auto", "xtask", "harmbench", "llama_guard", "classifier"] = field(default="auto", metadata={"help": "auto, xtask, harmbench, llama_guard, classifier."})
     judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per batch."})
     judge_max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens the judge may write."})
     judge_cache: str | None = field(default=None, metadata={
         "help": "JSONL cache of the model judge's verdicts (default: ~/.cache/xtask-safety/judge-eval-cache.jsonl)."})
+
+    def __post_init__(self) -> None:
+        check_counts(self, positive=("sample", "n_resamples", "judge_batch_size", "judge_max_new_tokens"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,13 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     from xtask_safety.records import read_jsonl, write_json
     from xtask_safety.score.external import evaluate_external, external_markdown, read_table
 
-    argv = list(argv or [])
-    if argv and not argv[0].startswith("--"):  # `judge-eval LABELS.csv ...`
-        positional = []
-        while argv and not argv[0].startswith("--"):
-            positional.append(argv.pop(0))
-        argv = ["--labels", *positional, *argv]
-    (args,) = parse_recipe((JudgeEvalArguments,), argv, prog="xtask-safety judge-eval")
+    (args,) = parse_recipe((JudgeEvalArguments,), list(argv or []), prog="xtask-safety judge-eval",
+                           positional="labels")
     labels = args.labels or ([] if args.input else ["bundled"])
     sets: list[tuple[str, list[dict[str, str]], bool]] = []
     for item in labels:

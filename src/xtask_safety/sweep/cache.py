@@ -19,13 +19,11 @@ keys can be computed before anything runs (``--dry_run`` and SLURM scripts show 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,21 +79,12 @@ class SweepDir:
         return self.root / "report"
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock (``fcntl.flock``) so concurrent array tasks build shared data once."""
+def file_lock(path: Path) -> Any:
+    """An exclusive inter-process lock (``filelock``) so concurrent array tasks build shared data once."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no concurrent array tasks there
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return FileLock(str(path))
 
 
 class EventLog:

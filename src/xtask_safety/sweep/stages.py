@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from xtask_safety.errors import ConfigError, DataError, XtaskError
 from xtask_safety.sweep.cache import EventLog, SweepDir, file_lock, stage_key
 from xtask_safety.sweep.config import Cell, SweepArguments, weighting_flags
 
+logger = logging.getLogger(__name__)
 TRAIN_DONE = "xtask_sweep_train.json"
 CELL_RECIPE = "sweep_recipe.yaml"
 # recipe keys that only name or track a run: they do not change what is trained
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def log(msg: str) -> None:
-    print(f"[xtask-safety sweep] {msg}", flush=True)
+    logger.info(f"[xtask-safety sweep] {msg}")
 
 
 def resolve_file(path: str, what: str) -> Path:
@@ -108,7 +110,7 @@ class SweepPlan:
                 "dtype": self.train_base.get("dtype")}
 
     def sampling(self) -> Any:
-        from xtask_safety.generate.transformers_backend import SamplingConfig
+        from xtask_safety.generate.base import SamplingConfig
 
         return SamplingConfig(max_new_tokens=self.args.max_new_tokens)
 

@@ -9,4 +9,4 @@ if __name__ == "__main__":
     from xtask_safety.cli import run_guarded
     from xtask_safety.train.run import main
 
-    sys.exit(run_guarded(main, sys.argv[1:]))
+    sys.exit(run_guarded(lambda: main(sys.argv[1:])))

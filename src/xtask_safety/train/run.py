@@ -33,9 +33,14 @@ RESUME_SETTINGS = ("learning_rate", "per_device_train_batch_size", "gradient_acc
 
 def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DefenseArguments, Any]:
     """(model args, defense args — a :class:`TrainArguments` —, ``trl.SFTConfig``) from a recipe + flags."""
+    import torch
     from trl import SFTConfig
 
-    margs, dargs, sft_args = parse_recipe((ModelArguments, TrainArguments, SFTConfig), argv, prog="xtask-safety train")
+    # bf16 defaults to on in TRL; a machine without a GPU cannot train in it, so there it starts off
+    # (a recipe or --bf16 still decides).
+    defaults = None if torch.cuda.is_available() else {"bf16": False}
+    margs, dargs, sft_args = parse_recipe((ModelArguments, TrainArguments, SFTConfig), argv, prog="xtask-safety train",
+                                          defaults=defaults)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         dargs._recipe_file = argv[argv.index("--config") + 1]
