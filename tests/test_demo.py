@@ -1,11 +1,11 @@
-"""The demo pipeline end to end on a tiny model, and its reuse of finished stages."""
+"""The demo end to end on a tiny model: a sweep recipe run by the sweep engine, its own report on top,
+and every stage reused on a rerun."""
 
 import json
 
-from xtask_safety.demo import DemoArguments, run_demo
+from xtask_safety.cli import main
 
-TINY_RECIPE = """\
-model_name_or_path: embedded
+TINY_TRAIN = """\
 use_peft: true
 lora_r: 4
 lora_alpha: 8
@@ -17,37 +17,81 @@ max_length: 384
 learning_rate: 1.0e-3
 max_steps: 2
 per_device_train_batch_size: 4
+stratify_batches: true
 save_strategy: "no"
 report_to: none
 use_cpu: true
 bf16: false
 """
 
+TINY_DATA = """\
+output_dir: unused
+sources: [{demo: main}]
+eval_per_domain: 3
+tasks: summarize,cloze
+mixed_sizes: [4]
+sizes: []
+target_max_words: 15
+document_max_words: 60
+instruction_rows: 0
+"""
+
+
+def _recipes(tmp_path, model):
+    (tmp_path / "train.yaml").write_text(TINY_TRAIN)
+    (tmp_path / "data.yaml").write_text(TINY_DATA)
+    (tmp_path / "demo.yaml").write_text(f"""\
+name: tiny-demo
+output_dir: {tmp_path / 'run'}
+models: [{model}]
+defended: [mixed]
+mixed_sizes: [4]
+sizes: []
+seeds: [0, 1]
+data_recipe: {tmp_path / 'data.yaml'}
+eval_tasks: summarize,cloze
+eval_docs_per_domain: 2
+extra_eval: {{external: recipes/demo/external.yaml}}
+extra_eval_docs_per_domain: 1
+train_recipe: {tmp_path / 'train.yaml'}
+max_new_tokens: 6
+batch_size: 8
+report: false
+quiet: true
+""")
+    return tmp_path / "demo.yaml"
+
 
 def test_demo_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE)
-    args = DemoArguments(
-        output_dir=str(tmp_path / "run"), recipe=str(recipe), model_name_or_path=tiny_model_dir,
-        tasks="summarize,cloze", heldout_per_domain=3, eval_docs_per_domain=2, malicious_per_task=4,
-        benign_per_task=4, max_new_tokens=6, batch_size=8, external_docs_per_domain=1, quiet=True,
-    )
-    results = run_demo(args)
+    recipe = _recipes(tmp_path, tiny_model_dir)
+    assert main(["demo", "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
     run = tmp_path / "run"
-    for name in ("results.json", "report.md", "chart.png", "generations/base.jsonl", "generations/defended.jsonl",
-                 "adapter/adapter_model.safetensors", "scores/defended.jsonl"):
+    for name in ("results.json", "report.md", "chart.png", "sweep_results.json", "sweep.json"):
         assert (run / name).is_file(), name
     assert (run / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((run / "results.json").read_text())
-    assert saved["train"]["global_step"] == 2
-    assert set(saved["headline"]) == {"malicious", "news", "useful"}
+    results = json.loads((run / "results.json").read_text())
+    assert [s["seed"] for s in results["seeds"]] == [0, 1] and len(results["goals"]) == 2
+    assert set(results["base"]) == {"malicious", "news", "useful"} and results["base_external"]["news"]["n"] == 2
+    assert all(s["external"]["malicious"]["n"] == 2 for s in results["seeds"])  # 1 document x 2 tasks
     report = (run / "report.md").read_text()
-    assert "before → after" in report and "| summarize |" in report
-    assert len(results["targets"]) == 6
+    assert "| defended, seed 1 |" in report and "external set" in report and "| summarize |" in report
+    assert "What the defense did" in out and "seed 1: malicious" in out
+    cells = json.loads((run / "sweep_results.json").read_text())["runs"]
+    assert len(cells) == 3 and all(c["extra_eval"]["external"]["summary"]["n_records"] == 6 for c in cells)
 
-    # A second run reuses every stage: no generation, no training.
-    capsys.readouterr()
-    run_demo(args)
+    # A second run reuses every cell: nothing generated, nothing trained.
+    assert main(["demo", "--config", str(recipe)]) == 0
+    events = sorted((run / "events").glob("*.jsonl"))[-1].read_text().splitlines()
+    assert {json.loads(e)["action"] for e in events} == {"reused"}
+
+    # The demo folder is a sweep folder: the sweep report reads it as it is.
+    assert main(["report", str(run), "--output_dir", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_demo_dry_run_plans_the_default_recipe(tmp_path, capsys):
+    assert main(["demo", "--dry_run", "true", "--output_dir", str(tmp_path / "d"), "--seeds", "0", "1", "2"]) == 0
     out = capsys.readouterr().out
-    assert "already in" in out and "reusing it" in out
-    assert "training a LoRA defense" not in out
+    assert "4 cells (3 defenses to train" in out and "recipes/smollm2-135m/demo/config_cpu.yaml" in out
+    assert not (tmp_path / "d").exists()

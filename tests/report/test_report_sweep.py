@@ -110,20 +110,6 @@ def test_report_files_open_and_redact_malicious_text(sweep_dir, tmp_path):
     assert SECRET in (tmp_path / "shown" / "report.md").read_text()
 
 
-def test_a_demo_folder_reports_as_base_and_one_defense(sweep_dir, tmp_path):
-    cells = {p.stem: json.loads(p.read_text()) for p in (sweep_dir / "cells").glob("*.json")}
-    demo = tmp_path / "demo"
-    demo.mkdir()
-    (demo / "results.json").write_text(json.dumps({
-        "args": {"model_name_or_path": "embedded", "tasks": ",".join(TASKS), "malicious_per_task": 20, "seed": 0},
-        "summaries": {"base": cells["m__base"]["summary"], "defended": cells["m__mixed-n20-uniform-s0"]["summary"]},
-        "train": {"global_step": 5, "train_loss": 0.5}}))
-    col = collect.load_runs([str(demo)])
-    assert [(r.setting, r.defense_rows) for r in col.runs] == [("base", 0), ("mixed", 60)]
-    report = build_report(col, tmp_path / "rep")
-    assert report["report_html"].is_file() and len(report["views"]["transfer"][0]["rows"]) == 2
-
-
 def test_bad_report_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli_main(["report", "--output_dir", str(tmp_path / "o")]) == 2

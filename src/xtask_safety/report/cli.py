@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ReportArguments:
     run_dirs: list[str] = field(default_factory=list, metadata={
-        "help": "Sweep folders (sweep_results.json or cells/), sweep_results.json files, or demo run folders. "
+        "help": "Sweep folders (sweep_results.json or cells/; a demo folder is one) or sweep_results.json files. "
                 "May also be given before the flags."})
     output_dir: str = field(default="", metadata={"help": "Where report.md, report.html, results.json and figures/ go."})
     judge: str | None = field(default=None, metadata={"help": "Judge of the tables (default: the sweep's primary judge)."})

@@ -2,7 +2,7 @@
 
 A *run* is one scored evaluation: a model's base cell or one defense (model x setting x size x
 weighting x seed). Runs come from sweep folders (``sweep_results.json``, or ``cells/*.json`` of an
-unfinished sweep) and from ``xtask-safety demo`` folders (base + one defense).
+unfinished sweep); a ``xtask-safety demo`` folder is a sweep folder.
 
 Rates pool counts: over tasks and domains when a view pools them, and over seeds for the curves and
 the transfer matrix (every seed answers the same documents, so the pooled interval reads as
@@ -128,16 +128,11 @@ def _load_one(path: Path) -> tuple[list[RunView], dict[str, Any]]:
     elif (path / "cells").is_dir():
         cells = [_read_json(p) for p in sorted((path / "cells").glob("*.json"))]
         obj, root = {"runs": cells, "sweep": path.name}, path
-    elif (path / "results.json").is_file():
-        obj, root = _read_json(path / "results.json"), path
     else:
-        raise DataError(f"report: {path} is not a sweep folder (no sweep_results.json or cells/) nor a demo "
-                        "run (no results.json)")
+        raise DataError(f"report: {path} is not a sweep folder (no sweep_results.json or cells/)")
     if "runs" in obj:
         return [_from_cell(c, root) for c in obj["runs"]], obj
-    if "summaries" in obj:
-        return _from_demo(obj, root)
-    raise DataError(f"report: {path}: not a sweep or demo results file")
+    raise DataError(f"report: {path}: not a sweep results file")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -162,29 +157,6 @@ def _from_cell(c: dict[str, Any], root: Path) -> RunView:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"report: malformed run entry in {root} ({exc})") from None
-
-
-def _from_demo(obj: dict[str, Any], root: Path) -> tuple[list[RunView], dict[str, Any]]:
-    """A ``xtask-safety demo`` folder: its base model and its one mixed-task defense."""
-    from xtask_safety.tasks import parse_task_list
-    from xtask_safety.train.tracking import model_short_name
-
-    args = obj.get("args", {})
-    tasks = parse_task_list(args.get("tasks", "all"))
-    model = model_short_name(args.get("model_name_or_path", "embedded"))
-    per_task = int(args.get("malicious_per_task", 0))
-    setting = MIXED if len(tasks) > 1 else tasks[0]
-    train = obj.get("train") or {}
-    common = {"model": model, "sweep": root.name, "timings": {}}
-    runs = [
-        RunView(id=f"{model}__base", setting=BASE, defense_tasks=[], size_per_task=0, defense_rows=0, weighting=None,
-                seed=None, summary=obj["summaries"]["base"], scores=root / "scores" / "base.jsonl", **common),
-        RunView(id=f"{model}__{setting}-n{per_task}-demo", setting=setting, defense_tasks=tasks, size_per_task=per_task,
-                defense_rows=per_task * len(tasks), weighting=(obj.get("train") or {}).get("weighting", "uniform"),
-                seed=args.get("seed", 0), summary=obj["summaries"]["defended"], train=train,
-                scores=root / "scores" / "defended.jsonl", **common),
-    ]
-    return runs, {"eval_tasks": tasks, "primary_judge": "rule", "sweep": root.name}
 
 
 # ----------------------------------------------------------------------------------------- pooling

@@ -1,8 +1,8 @@
 """``xtask-safety sweep --config recipes/sweeps/NAME.yaml``: run (or plan, or emit) a sweep.
 
     xtask-safety sweep --config recipes/sweeps/demo-smollm2.yaml               # local runner + report
-    xtask-safety sweep --config recipes/sweeps/demo-smollm2.yaml --dry-run     # plan + accelerate commands
-    xtask-safety sweep --config recipes/sweeps/paper-llama2.yaml --emit-slurm sweep.sbatch
+    xtask-safety sweep --config recipes/sweeps/demo-smollm2.yaml --dry_run     # plan + accelerate commands
+    xtask-safety sweep --config recipes/sweeps/paper-llama2.yaml --emit_slurm sweep.sbatch
     xtask-safety sweep --config recipes/sweeps/paper-llama2.yaml --cells 3 4  # only these cells
 
 A rerun skips finished cells and stages and resumes interrupted ones (see ``xtask_safety.sweep``).
@@ -32,11 +32,11 @@ def passthrough_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def load_plan(argv: list[str] | None) -> tuple[SweepPlan, str | None]:
+def load_plan(argv: list[str] | None, prog: str = "xtask-safety sweep") -> tuple[SweepPlan, str | None]:
     from xtask_safety.config import parse_recipe
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = parse_recipe((SweepArguments,), argv, prog="xtask-safety sweep")
+    (args,) = parse_recipe((SweepArguments,), argv, prog=prog)
     config = argv[argv.index("--config") + 1] if "--config" in argv else None
     args.resolve_names(config)
     return make_plan(args, plan_cells(args)), config

@@ -56,6 +56,11 @@ class SweepArguments:
         "help": "Data recipe keys to override (mapping). tasks, sizes, mixed_sizes and output_dir are set by the sweep."})
     eval_tasks: str = field(default="all", metadata={"help": "Tasks evaluated (the transfer matrix's columns)."})
     eval_phrasing: Literal["paper", "heldout"] = field(default="paper", metadata={"help": "paper (the paper's instructions) or heldout."})
+    extra_eval: str | None = field(default=None, metadata={
+        "help": "Further evaluation sets every cell also answers, scored apart from the main grid: a mapping "
+                "name -> evaluation suite recipe (recipes/eval/*.yaml), e.g. {external: recipes/eval/demo_external.yaml}."})
+    extra_eval_docs_per_domain: int | None = field(default=None, metadata={
+        "help": "Documents per domain kept from each extra_eval set (default: all)."})
     eval_docs_per_domain: str | None = field(default=None, metadata={
         "help": "Held-out documents evaluated per domain: a number or a mapping {malicious: 8, news: 4} "
                 "(default: all of the data recipe's eval_per_domain)."})
@@ -154,6 +159,12 @@ class SweepArguments:
             if key in self.train_overrides:
                 raise ConfigError(f"train_overrides.{key}: set by the sweep for each cell")
         self.eval_docs = eval_docs(self.eval_docs_per_domain)
+        self.extra_eval = mapping(self.extra_eval, "extra_eval")
+        for name, suite in self.extra_eval.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)) or not isinstance(suite, str):
+                raise ConfigError(f"extra_eval.{name}: expected name: path of an evaluation suite recipe")
+        if self.extra_eval_docs_per_domain is not None and self.extra_eval_docs_per_domain < 1:
+            raise ConfigError(f"extra_eval_docs_per_domain: expected a positive number, got {self.extra_eval_docs_per_domain}")
         check_choices(self)
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch_size must be positive")

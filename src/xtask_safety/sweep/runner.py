@@ -94,13 +94,16 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         train_summary = train_cell(ctx, cell)
         adapter = plan.adapter_dir(cell)
         timings["train"] = time.time() - t0
-    t1 = time.time()
+    summary, timings["generate"], timings["score"] = _evaluate(ctx, cell, adapter, "")
+    extra = {}
+    for name in plan.extra:
+        extra_summary, t_gen, t_score = _evaluate(ctx, cell, adapter, name)
+        timings[f"generate@{name}"], timings[f"score@{name}"] = t_gen, t_score
+        extra[name] = {"summary": extra_summary, "paths": {
+            "generations": _rel(plan.generations(cell, name), plan.dir.root),
+            "scores": _rel(plan.scores(cell, name) / "scored.jsonl", plan.dir.root),
+            "grid": _rel(plan.grid_file(name), plan.dir.root)}}
     scores = plan.scores(cell)
-    rows = None if (scores / "summary.json").is_file() else generate_cell(ctx, cell, adapter)
-    timings["generate"] = time.time() - t1
-    t2 = time.time()
-    summary = score_cell(ctx, cell, rows)
-    timings["score"] = time.time() - t2
     root = plan.dir.root
     result = {
         **cell.describe(),
@@ -111,6 +114,7 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         "train": _train_view(train_summary),
         "primary_judge": plan.args.primary_judge,
         "summary": summary,
+        "extra_eval": extra,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -120,6 +124,16 @@ def run_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
     log(f"{cell.id}: done in {time.time() - t0:.0f}s (malicious pass rate, mean over tasks: "
         f"{100 * (mal.get('mean_over_tasks') or 0):.0f}%)")
     return result
+
+
+def _evaluate(ctx: Context, cell: Cell, adapter: Path | None, grid_name: str) -> tuple[dict[str, Any], float, float]:
+    """Generate (unless already scored) and score one grid; returns the summary and the two stages' seconds."""
+    t0 = time.time()
+    done = (ctx.plan.scores(cell, grid_name) / "summary.json").is_file()
+    rows = None if done else generate_cell(ctx, cell, adapter, grid_name)
+    t1 = time.time()
+    summary = score_cell(ctx, cell, rows, grid_name)
+    return summary, t1 - t0, time.time() - t1
 
 
 def _train_view(summary: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -73,7 +73,8 @@ class SweepPlan:
     grid_key: str
     train_recipe: Path
     train_base: dict[str, Any]  # the training recipe with the sweep's overrides
-    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # cell id -> {train, generate, score}
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # cell id -> {train, generate, score, ...}
+    extra: dict[str, ExtraGrid] = field(default_factory=dict)  # extra_eval name -> its records
 
     @property
     def build_dir(self) -> Path:
@@ -82,6 +83,10 @@ class SweepPlan:
     @property
     def grid_path(self) -> Path:
         return self.dir.grid(self.grid_key)
+
+    def grid_file(self, name: str = "") -> Path:
+        """The main evaluation grid (``name`` empty) or an extra_eval set."""
+        return self.dir.grid(self.extra[name].key) if name else self.grid_path
 
     def cell_recipe(self, cell: Cell, paths: bool = True) -> dict[str, Any]:
         """The training recipe of one cell (written to ``<adapter>/sweep_recipe.yaml``); without ``paths``,
@@ -97,11 +102,11 @@ class SweepPlan:
     def adapter_dir(self, cell: Cell) -> Path:
         return self.dir.adapter(cell.id, self.keys[cell.id]["train"])
 
-    def generations(self, cell: Cell) -> Path:
-        return self.dir.generations(cell.id, self.keys[cell.id]["generate"])
+    def generations(self, cell: Cell, name: str = "") -> Path:
+        return self.dir.generations(cell.id + (f"@{name}" if name else ""), self.keys[cell.id][stage_name("generate", name)])
 
-    def scores(self, cell: Cell) -> Path:
-        return self.dir.scores(cell.id, self.keys[cell.id]["score"])
+    def scores(self, cell: Cell, name: str = "") -> Path:
+        return self.dir.scores(cell.id + (f"@{name}" if name else ""), self.keys[cell.id][stage_name("score", name)])
 
     def prompt_settings(self) -> dict[str, Any]:
         """Generation settings taken from the training recipe; dtype None picks bfloat16 on a GPU, float32 on a CPU."""
@@ -115,6 +120,33 @@ class SweepPlan:
         return SamplingConfig(max_new_tokens=self.args.max_new_tokens)
 
 
+@dataclass
+class ExtraGrid:
+    """An extra_eval set: its suite recipe, the records every cell answers and their content key."""
+
+    suite: Path
+    records: list[Any]
+    key: str
+
+
+def stage_name(stage: str, grid: str = "") -> str:
+    """Key name of a stage on the main grid (``generate``) or on an extra_eval set (``generate@external``)."""
+    return f"{stage}@{grid}" if grid else stage
+
+
+def load_extra(args: SweepArguments) -> dict[str, ExtraGrid]:
+    from xtask_safety.data.suites import load_suite
+
+    out = {}
+    for name, suite_path in args.extra_eval.items():
+        path = resolve_file(suite_path, f"extra_eval.{name}")
+        records = [r for r in load_suite(path).records if r.task in args.eval_task_list]  # the sweep's tasks only
+        records = subsample_grid(records, args.extra_eval_docs_per_domain)
+        key = stage_key({"stage": "extra-grid", "records": [r.to_dict() for r in records]})
+        out[name] = ExtraGrid(path, records, key)
+    return out
+
+
 def make_plan(args: SweepArguments, cells: list[Cell]) -> SweepPlan:
     build_args = data_build_args(args)
     data_key = stage_key({"stage": "data", "build": _build_inputs(build_args)})
@@ -122,18 +154,21 @@ def make_plan(args: SweepArguments, cells: list[Cell]) -> SweepPlan:
                           "docs": args.eval_docs, "tasks": args.eval_task_list})
     recipe = resolve_file(args.train_recipe, "train_recipe")
     base = {**load_yaml(recipe, "train_recipe"), **args.train_overrides}
-    plan = SweepPlan(args, SweepDir(args.output_dir), cells, build_args, data_key, grid_key, recipe, base)
+    plan = SweepPlan(args, SweepDir(args.output_dir), cells, build_args, data_key, grid_key, recipe, base,
+                     extra=load_extra(args))
+    grids = {"": grid_key, **{name: extra.key for name, extra in plan.extra.items()}}
     for cell in cells:
         keys: dict[str, str] = {}
         if not cell.is_base:
             rec = {k: v for k, v in plan.cell_recipe(cell, paths=False).items() if k not in UNKEYED}
             keys["train"] = stage_key({"stage": "train", "data": data_key, "set": cell.set_file, "recipe": rec})
-        keys["generate"] = stage_key({"stage": "generate", "model": cell.model, "train": keys.get("train"),
-                                      "grid": grid_key, "sampling": asdict(plan.sampling()),
-                                      "backend": args.backend, "max_model_len": args.max_model_len,
-                                      **plan.prompt_settings()})
-        keys["score"] = stage_key({"stage": "score", "generate": keys["generate"], "judges": args.judges,
-                                   "primary": args.primary_judge, "utility": True})
+        for name, key in grids.items():
+            gen = keys[stage_name("generate", name)] = stage_key({
+                "stage": "generate", "model": cell.model, "train": keys.get("train"), "grid": key,
+                "sampling": asdict(plan.sampling()), "backend": args.backend, "max_model_len": args.max_model_len,
+                **plan.prompt_settings()})
+            keys[stage_name("score", name)] = stage_key({"stage": "score", "generate": gen, "judges": args.judges,
+                                                         "primary": args.primary_judge, "utility": True})
         plan.keys[cell.id] = keys
     return plan
 
@@ -200,7 +235,7 @@ class Context:
     plan: SweepPlan
     events: EventLog
     progress: bool = True
-    _grid: list[Any] | None = None
+    grids: dict[str, list[Any]] = field(default_factory=dict)  # "" (the main grid) and the extra_eval sets
 
     @property
     def args(self) -> SweepArguments:
@@ -224,8 +259,14 @@ def prepare_data(ctx: Context) -> list[Any]:
                                   ctx.args.eval_docs)
             write_jsonl(plan.grid_path, grid)
             ctx.events.add("*", "grid", "run", key=plan.grid_key, records=len(grid))
-    ctx._grid = read_records(plan.grid_path)
-    return ctx._grid
+    for name, extra in plan.extra.items():
+        path = plan.grid_file(name)
+        if not path.is_file():
+            write_jsonl(path, extra.records)
+            ctx.events.add("*", f"grid@{name}", "run", key=extra.key, records=len(extra.records))
+        ctx.grids[name] = extra.records
+    ctx.grids[""] = read_records(plan.grid_path)
+    return ctx.grids[""]
 
 
 def _grid_source(build_dir: Path, phrasing: str) -> Path:
@@ -353,18 +394,20 @@ def _train_launched(ctx: Context, recipe: Path, out: Path) -> dict[str, Any]:
     return json.loads((out / "xtask_training.json").read_text(encoding="utf-8"))["summary"]
 
 
-def generate_cell(ctx: Context, cell: Cell, adapter: Path | None) -> list[dict[str, Any]]:
+def generate_cell(ctx: Context, cell: Cell, adapter: Path | None, grid_name: str = "") -> list[dict[str, Any]]:
+    """The cell's answers on the main grid or on an extra_eval set (resumes record by record)."""
     from xtask_safety.generate.run import Run, generate_runs
     from xtask_safety.records import JsonlAppender
 
     plan = ctx.plan
-    grid = ctx._grid or []
-    path = plan.generations(cell)
-    key = plan.keys[cell.id]["generate"]
+    grid = ctx.grids.get(grid_name) or []
+    path = plan.generations(cell, grid_name)
+    stage = stage_name("generate", grid_name)
+    key = plan.keys[cell.id][stage]
     with JsonlAppender(path) as existing:
         pending = sum(1 for r in grid if r.id not in existing.done)
         if not pending:
-            ctx.events.add(cell.id, "generate", "reused", key=key)
+            ctx.events.add(cell.id, stage, "reused", key=key)
             return [existing.done[r.id] for r in grid]
     action = "resumed" if pending < len(grid) else "run"
     prompt = plan.prompt_settings()
@@ -372,13 +415,14 @@ def generate_cell(ctx: Context, cell: Cell, adapter: Path | None) -> list[dict[s
             "prompt_template": prompt["prompt_template"], "system_prompt": prompt["system_prompt"]}
     t0 = time.time()
     if ctx.args.backend == "vllm":
-        rows = _generate_vllm(ctx, cell, adapter, path)
+        rows = _generate_vllm(ctx, cell, adapter, path, grid_name)
     else:
         backend = _backend(ctx, cell, adapter)
-        rows = generate_runs(grid, backend, [Run(path, None, info)], plan.sampling(), desc=cell.id,
-                             progress=ctx.progress, on_too_long="skip")[0]
+        rows = generate_runs(grid, backend, [Run(path, None, info)], plan.sampling(),
+                             desc=cell.id + (f" @{grid_name}" if grid_name else ""), progress=ctx.progress,
+                             on_too_long="skip")[0]
         del backend
-    ctx.events.add(cell.id, "generate", action, key=key, records=pending, seconds=round(time.time() - t0, 1))
+    ctx.events.add(cell.id, stage, action, key=key, records=pending, seconds=round(time.time() - t0, 1))
     return rows
 
 
@@ -395,10 +439,10 @@ def _backend(ctx: Context, cell: Cell, adapter: Path | None) -> Any:
         dtype=prompt["dtype"]))
 
 
-def vllm_generate_argv(ctx: Context, cell: Cell, adapter: Path | None, path: Path) -> list[str]:
+def vllm_generate_argv(ctx: Context, cell: Cell, adapter: Path | None, path: Path, grid_name: str = "") -> list[str]:
     """The ``generate`` command a cell runs in vLLM's interpreter (same grid, sampling and prompt settings)."""
     args, prompt = ctx.args, ctx.plan.prompt_settings()
-    argv = ["--input", str(ctx.plan.grid_path), "--output", str(path), "--model_name_or_path", cell.model,
+    argv = ["--input", str(ctx.plan.grid_file(grid_name)), "--output", str(path), "--model_name_or_path", cell.model,
             "--backend", "vllm", "--max_new_tokens", str(ctx.plan.sampling().max_new_tokens),
             "--prompt_template", prompt["prompt_template"], "--on_too_long", "skip",
             "--tensor_parallel_size", str(args.tensor_parallel_size), "--enforce_eager", str(args.enforce_eager).lower(),
@@ -412,7 +456,7 @@ def vllm_generate_argv(ctx: Context, cell: Cell, adapter: Path | None, path: Pat
     return argv
 
 
-def _generate_vllm(ctx: Context, cell: Cell, adapter: Path | None, path: Path) -> list[dict[str, Any]]:
+def _generate_vllm(ctx: Context, cell: Cell, adapter: Path | None, path: Path, grid_name: str = "") -> list[dict[str, Any]]:
     """Generate in vLLM's interpreter (a child process): the sweep's process never imports vLLM."""
     from xtask_safety.generate.backends import (
         free_accelerator_memory,
@@ -423,27 +467,29 @@ def _generate_vllm(ctx: Context, cell: Cell, adapter: Path | None, path: Path) -
 
     python = vllm_python_for_subprocess(ctx.args.vllm_python)
     free_accelerator_memory()
-    code = run_generate(python, vllm_generate_argv(ctx, cell, adapter, path))
+    code = run_generate(python, vllm_generate_argv(ctx, cell, adapter, path, grid_name))
     if code != 0:
         raise XtaskError(f"{cell.id}: generation in the vLLM environment ({python}) exited with code {code} (its "
                          "output is above); rerun the sweep to resume")
     with JsonlAppender(path) as done:
-        missing = [r.id for r in ctx._grid or [] if r.id not in done.done]
+        grid = ctx.grids.get(grid_name) or []
+        missing = [r.id for r in grid if r.id not in done.done]
         if missing:
             raise DataError(f"{cell.id}: vLLM generation left {len(missing)} record(s) unanswered ({missing[0]}, ...)")
-        return [done.done[r.id] for r in ctx._grid or []]
+        return [done.done[r.id] for r in grid]
 
 
-def score_cell(ctx: Context, cell: Cell, rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+def score_cell(ctx: Context, cell: Cell, rows: list[dict[str, Any]] | None, grid_name: str = "") -> dict[str, Any]:
     import json
 
     from xtask_safety.records import write_json, write_jsonl
     from xtask_safety.score.run import add_utility, judge_rows, summarize
 
-    out = ctx.plan.scores(cell)
-    key = ctx.plan.keys[cell.id]["score"]
+    out = ctx.plan.scores(cell, grid_name)
+    stage = stage_name("score", grid_name)
+    key = ctx.plan.keys[cell.id][stage]
     if (out / "summary.json").is_file():
-        ctx.events.add(cell.id, "score", "reused", key=key)
+        ctx.events.add(cell.id, stage, "reused", key=key)
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))
     if rows is None:
         raise DataError(f"{cell.id}: no generations to score")
@@ -451,7 +497,7 @@ def score_cell(ctx: Context, cell: Cell, rows: list[dict[str, Any]] | None) -> d
     summary = summarize(scored, primary=ctx.args.primary_judge)
     write_jsonl(out / "scored.jsonl", scored)
     write_json(out / "summary.json", summary)  # written last: its presence marks the stage done
-    ctx.events.add(cell.id, "score", "run", key=key, records=len(scored))
+    ctx.events.add(cell.id, stage, "run", key=key, records=len(scored))
     return summary
 
 
