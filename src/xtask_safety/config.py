@@ -141,6 +141,9 @@ def parse_recipe(
         idx = argv.index("--config")
         if idx + 1 >= len(argv):
             raise ConfigError("--config: missing path")
+        from xtask_safety.resources import recipe_path
+
+        argv[idx + 1] = str(recipe_path(argv[idx + 1], "--config"))  # recipes/... also from an installed package
         _check_recipe(argv[idx + 1], parser)
     try:
         parsed = tuple(parser.parse_args_and_config(argv))

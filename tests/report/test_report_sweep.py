@@ -9,7 +9,6 @@ import pytest
 from xtask_safety.cli import main as cli_main
 from xtask_safety.errors import ConfigError
 from xtask_safety.report import collect
-from xtask_safety.report.build import build_report
 from xtask_safety.score.run import summarize
 
 TASKS = ["summarize", "translate", "cloze"]

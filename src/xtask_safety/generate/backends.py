@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from xtask_safety.errors import ConfigError
+from xtask_safety.resources import CHECKOUT
 
 VLLM_PYTHON_ENV = "XTASK_VLLM_PYTHON"
 IN_VLLM_CHILD = "XTASK_VLLM_CHILD"  # set in the vLLM interpreter's environment: build the engine there
 DEFAULT_VLLM_VENV = ".venv-vllm"
-REPO = Path(__file__).resolve().parents[3]
+REPO = CHECKOUT  # the source checkout (its .venv-vllm), None for an installed package
 SRC = Path(__file__).resolve().parents[2]  # the directory holding the xtask_safety package
 
 
@@ -95,7 +96,7 @@ def find_vllm_python(explicit: str | None = None) -> str | None:
             raise ConfigError(f"{what} {given}: no such interpreter; build the vLLM environment with "
                               "`bash scripts/setup.sh --vllm` (`--vllm-cpu` on a CPU machine)")
         return str(path.absolute())
-    for root in (Path.cwd(), REPO):
+    for root in (Path.cwd(), *([REPO] if REPO is not None else [])):
         cand = root / DEFAULT_VLLM_VENV / "bin" / "python"
         if cand.is_file():
             return str(cand.absolute())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xtask_safety.errors import ConfigError, DataError, XtaskError
+from xtask_safety.resources import CHECKOUT, PACKAGE, recipe_path
 from xtask_safety.sweep.cache import EventLog, SweepDir, file_lock, stage_key
 from xtask_safety.sweep.config import Cell, SweepArguments, weighting_flags
 
@@ -29,7 +30,7 @@ TRAIN_DONE = "xtask_sweep_train.json"
 CELL_RECIPE = "sweep_recipe.yaml"
 # recipe keys that only name or track a run: they do not change what is trained
 UNKEYED = ("output_dir", "train_file", "run_group", "run_tags", "resume", "wandb_project")
-REPO = Path(__file__).resolve().parents[3]
+REPO = CHECKOUT or PACKAGE  # shown paths are relative to it (the checkout, else the installed package)
 
 
 def log(msg: str) -> None:
@@ -37,13 +38,11 @@ def log(msg: str) -> None:
 
 
 def resolve_file(path: str, what: str) -> Path:
-    """A recipe path as given, else relative to the source checkout (recipes/ ships with it)."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p
-    if not p.is_absolute() and (REPO / p).is_file():
-        return REPO / p
-    raise ConfigError(f"{what}: {path} not found (run from the repository root or give a path)")
+    """A recipe path as given, else the shipped copy (:func:`xtask_safety.resources.recipe_path`)."""
+    p = recipe_path(path, what)
+    if not p.is_file():
+        raise ConfigError(f"{what}: {path} is not a file")
+    return p
 
 
 def load_yaml(path: Path, what: str) -> dict[str, Any]:

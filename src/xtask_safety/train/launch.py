@@ -24,16 +24,23 @@ def under_launcher() -> bool:
 
 
 def config_dirs() -> list[Path]:
-    """Where named configs are looked up: $XTASK_ACCELERATE_CONFIGS, ./accelerate_configs, the source checkout."""
+    """Where named configs are looked up: $XTASK_ACCELERATE_CONFIGS, ./accelerate_configs, the copy shipped
+    with the package (or the source checkout's)."""
+    from xtask_safety.resources import ACCELERATE_CONFIGS, shipped_dirs
+
     dirs = [Path(p) for p in os.environ.get("XTASK_ACCELERATE_CONFIGS", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "accelerate_configs")
-    dirs.append(Path(__file__).resolve().parents[3] / "accelerate_configs")  # editable install / checkout
+    dirs.extend(shipped_dirs(ACCELERATE_CONFIGS))
     return dirs
 
 
 def resolve_accelerate_config(name: str) -> Path:
     path = Path(name).expanduser()
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file() and path.parent == Path("accelerate_configs"):  # accelerate_configs/X.yaml: shipped
+            from xtask_safety.resources import ACCELERATE_CONFIGS, shipped_dirs
+
+            path = next((d / path.name for d in shipped_dirs(ACCELERATE_CONFIGS) if (d / path.name).is_file()), path)
         if not path.is_file():
             raise ConfigError(f"accelerate_config: {name} not found")
         return path.resolve()
