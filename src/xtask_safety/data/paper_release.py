@@ -81,6 +81,20 @@ def _first_difference(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
+@dataclass
+class _EvalTally:
+    """What :func:`import_eval_dir` counts over every file and row for its manifest."""
+
+    file_info: list[dict[str, Any]] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    whitespace_only: list[str] = field(default_factory=list)
+    exact: int = 0
+    phrasings: Counter = field(default_factory=Counter)
+    variants: defaultdict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    seps: defaultdict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    leading_space: Counter = field(default_factory=Counter)
+
+
 def import_eval_dir(
     path: str | Path, pairing: str = "strict", extra_instructions: dict[str, str] | None = None
 ) -> ReleaseImport:
@@ -94,7 +108,23 @@ def import_eval_dir(
     if pairing not in PAIRING:
         raise ConfigError(f"pairing: expected one of {PAIRING}, got {pairing!r}")
     folder = find_eval_dir(path)
-    files: dict[str, dict[str, Path]] = defaultdict(dict)  # domain -> task -> file
+    files, ignored = _eval_files_by_domain(folder)
+    matcher = InstructionMatcher(extra_instructions)
+    records: list[Record] = []
+    tally = _EvalTally()
+    for domain in [d for d in DOMAINS if d in files]:
+        tasks, rows = _import_domain(folder, domain, files[domain], matcher, tally)
+        _check_pairing(folder, domain, files[domain], tasks, rows, pairing, tally)
+        for i in range(len(rows[tasks[0]])):
+            records.extend(rows[t][i] for t in tasks)
+    if not records:
+        raise DataError(f"{folder}: no evaluation files named test_<task>[_cnn|_useful].json")
+    return ReleaseImport(records, _eval_manifest(folder, files, ignored, records, tally, pairing))
+
+
+def _eval_files_by_domain(folder: Path) -> tuple[defaultdict[str, dict[str, Path]], list[str]]:
+    """The folder's evaluation files (domain -> task -> file), and its other ``.json`` files."""
+    files: defaultdict[str, dict[str, Path]] = defaultdict(dict)  # domain -> task -> file
     ignored = []
     for p in sorted(folder.iterdir()):
         m = EVAL_NAME.match(p.name)
@@ -103,85 +133,112 @@ def import_eval_dir(
                 ignored.append(p.name)
             continue
         files[DOMAIN_OF_SUFFIX[m["suffix"]]][m["task"]] = p
-    matcher = InstructionMatcher(extra_instructions)
-    records: list[Record] = []
-    file_info, mismatches, whitespace_only = [], [], []
-    exact, phrasings, variants, seps = 0, Counter(), defaultdict(Counter), defaultdict(Counter)
-    leading_space: Counter = Counter()
-    for domain in [d for d in DOMAINS if d in files]:
-        tasks = [t for t in TASK_NAMES if t in files[domain]]
-        texts = {t: load_eval_texts(files[domain][t]) for t in tasks}
-        counts = {files[domain][t].name: len(texts[t]) for t in tasks}
-        if len(set(counts.values())) > 1:
-            raise DataError(f"{folder}: the {domain} task files hold different numbers of rows ({counts}); "
-                            "row i of every task file must be the same document")
-        rows: dict[str, list[Record]] = {}
-        for task in tasks:
-            f = files[domain][task]
-            rows[task] = []
-            for i, text in enumerate(texts[task]):
-                s = matcher.split(text)
-                if s is None:
-                    tail = " ".join(text.split())[-60:]
-                    raise DataError(f"{f}: instructions[{i}]: no recognised task instruction at the end "
-                                    f"(ends with {tail!r})")
-                if s.task != task:
-                    raise DataError(f"{f}: instructions[{i}]: the instruction {s.instruction.strip()!r} is a "
-                                    f"{s.task} instruction, but the file name says {task}")
-                doc_id = f"{domain}-{i:03d}"
-                meta = {"doc_id": doc_id, "phrasing": s.phrasing, "paper_file": f.name, "paper_row": i,
-                        **separator_meta(s)}
-                rec = Record(id=f"{doc_id}:{task}", task=task, domain=domain, document=s.document,
-                             instruction=s.instruction, layout=s.layout, source=f.name, meta=meta)
-                exact += paper_text(rec) == text
-                phrasings[s.phrasing] += 1
-                variants[task][s.instruction] += 1
-                seps[task][s.separator] += 1
-                rows[task].append(rec)
-            file_info.append({"file": f.name, "domain": domain, "task": task, "rows": len(texts[task]),
-                              "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
-        ref = tasks[0]
-        for i, base in enumerate(rows[ref]):
-            leading_space[domain] += base.document[:1].isspace()
-            for task in tasks[1:]:
-                other = rows[task][i]
-                if other.document == base.document:
-                    continue
-                where = (f"{files[domain][task].name}: instructions[{i}]: document differs from "
-                         f"{files[domain][ref].name} instructions[{i}]")
-                if other.document.split() == base.document.split():
-                    whitespace_only.append(where)
-                    continue
-                k = _first_difference(other.document, base.document)
-                if pairing == "strict":
-                    raise DataError(f"{folder}/{where} (first difference at character {k}); the files are not "
-                                    "paired (pairing: report imports them by position and lists the differences)")
-                mismatches.append(f"{where} (first difference at character {k})")
-        for i in range(len(rows[ref])):
-            records.extend(rows[t][i] for t in tasks)
-    if not records:
-        raise DataError(f"{folder}: no evaluation files named test_<task>[_cnn|_useful].json")
+    return files, ignored
+
+
+def _import_domain(
+    folder: Path, domain: str, files: dict[str, Path], matcher: InstructionMatcher, tally: _EvalTally
+) -> tuple[list[str], dict[str, list[Record]]]:
+    """The domain's tasks (in ``TASK_NAMES`` order) and the records of each task file, row by row."""
+    tasks = [t for t in TASK_NAMES if t in files]
+    texts = {t: load_eval_texts(files[t]) for t in tasks}
+    counts = {files[t].name: len(texts[t]) for t in tasks}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"{folder}: the {domain} task files hold different numbers of rows ({counts}); "
+                        "row i of every task file must be the same document")
+    rows: dict[str, list[Record]] = {}
+    for task in tasks:
+        f = files[task]
+        rows[task] = [_eval_record(f, i, text, domain, task, matcher, tally)
+                      for i, text in enumerate(texts[task])]
+        tally.file_info.append({"file": f.name, "domain": domain, "task": task, "rows": len(texts[task]),
+                                "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+    return tasks, rows
+
+
+def _eval_record(
+    f: Path, i: int, text: str, domain: str, task: str, matcher: InstructionMatcher, tally: _EvalTally
+) -> Record:
+    """Row ``i`` of task file ``f`` as a record of document ``<domain>-<i>``, counted in ``tally``."""
+    s = matcher.split(text)
+    if s is None:
+        tail = " ".join(text.split())[-60:]
+        raise DataError(f"{f}: instructions[{i}]: no recognised task instruction at the end "
+                        f"(ends with {tail!r})")
+    if s.task != task:
+        raise DataError(f"{f}: instructions[{i}]: the instruction {s.instruction.strip()!r} is a "
+                        f"{s.task} instruction, but the file name says {task}")
+    doc_id = f"{domain}-{i:03d}"
+    meta = {"doc_id": doc_id, "phrasing": s.phrasing, "paper_file": f.name, "paper_row": i,
+            **separator_meta(s)}
+    rec = Record(id=f"{doc_id}:{task}", task=task, domain=domain, document=s.document,
+                 instruction=s.instruction, layout=s.layout, source=f.name, meta=meta)
+    tally.exact += paper_text(rec) == text
+    tally.phrasings[s.phrasing] += 1
+    tally.variants[task][s.instruction] += 1
+    tally.seps[task][s.separator] += 1
+    return rec
+
+
+def _check_pairing(
+    folder: Path,
+    domain: str,
+    files: dict[str, Path],
+    tasks: list[str],
+    rows: dict[str, list[Record]],
+    pairing: str,
+    tally: _EvalTally,
+) -> None:
+    """Compare row ``i`` of every task file with row ``i`` of the domain's first: the same document?"""
+    ref = tasks[0]
+    for i, base in enumerate(rows[ref]):
+        tally.leading_space[domain] += base.document[:1].isspace()
+        for task in tasks[1:]:
+            other = rows[task][i]
+            if other.document == base.document:
+                continue
+            where = (f"{files[task].name}: instructions[{i}]: document differs from "
+                     f"{files[ref].name} instructions[{i}]")
+            if other.document.split() == base.document.split():
+                tally.whitespace_only.append(where)
+                continue
+            k = _first_difference(other.document, base.document)
+            if pairing == "strict":
+                raise DataError(f"{folder}/{where} (first difference at character {k}); the files are not "
+                                "paired (pairing: report imports them by position and lists the differences)")
+            tally.mismatches.append(f"{where} (first difference at character {k})")
+
+
+def _eval_manifest(
+    folder: Path,
+    files: defaultdict[str, dict[str, Path]],
+    ignored: list[str],
+    records: list[Record],
+    tally: _EvalTally,
+    pairing: str,
+) -> dict[str, Any]:
+    """The manifest of :func:`import_eval_dir`."""
     cells: dict[str, dict[str, int]] = defaultdict(dict)
     for r in records:
         cells[r.task][r.domain] = cells[r.task].get(r.domain, 0) + 1
     missing = [eval_file_name(t, d) for d in DOMAINS for t in TASK_NAMES if t not in files.get(d, {})]
-    manifest = {
+    return {
         "source": str(folder),
         "attribution": "Fu et al. 2024, Cross-Task Defense: Instruction-Tuning LLMs for Content Safety "
                        "(NAACL 2024 TrustNLP), released evaluation files",
-        "files": file_info, "missing_files": missing, "ignored_files": ignored,
+        "files": tally.file_info, "missing_files": missing, "ignored_files": ignored,
         "rows": len(records), "rows_attributed": len(records),
         "documents": {d: len(records_of) for d, records_of in _docs_by_domain(records).items()},
         "counts": {t: cells[t] for t in TASK_NAMES if t in cells},
-        "phrasings": dict(phrasings),
-        "instructions": {t: dict(v) for t, v in variants.items()},
-        "separators": {t: {json.dumps(k): n for k, n in v.items()} for t, v in seps.items()},
-        "documents_with_leading_whitespace": dict(leading_space),
-        "exact_recovery": {"rows": len(records), "exact": exact},
-        "pairing": {"mode": pairing, "whitespace_only": len(whitespace_only), "mismatches": len(mismatches),
-                    "details": (mismatches + whitespace_only)[:50]},
+        "phrasings": dict(tally.phrasings),
+        "instructions": {t: dict(v) for t, v in tally.variants.items()},
+        "separators": {t: {json.dumps(k): n for k, n in v.items()} for t, v in tally.seps.items()},
+        "documents_with_leading_whitespace": dict(tally.leading_space),
+        "exact_recovery": {"rows": len(records), "exact": tally.exact},
+        "pairing": {"mode": pairing, "whitespace_only": len(tally.whitespace_only),
+                    "mismatches": len(tally.mismatches),
+                    "details": (tally.mismatches + tally.whitespace_only)[:50]},
     }
-    return ReleaseImport(records, manifest)
 
 
 def _docs_by_domain(records: list[Record]) -> dict[str, set[str]]:

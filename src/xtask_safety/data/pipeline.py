@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -232,6 +233,26 @@ def _order_key(seed: int):
 
 # ----------------------------------------------------------------------------------------- the build
 
+# set file name -> (kind, tasks, size, defense rows), as made by build_sets
+_Plans = dict[str, tuple[str, list[str], int, list[Record]]]
+
+
+@dataclass
+class _Inputs:
+    """Loaded documents and rows as the hygiene steps leave them, with their counts for the manifest."""
+
+    loaded: list[LoadedSource]
+    train_docs: list[CorpusDoc]
+    eval_docs: list[CorpusDoc]
+    eval_records: list[Record]
+    instr: list[Record]
+    heldout: list[CorpusDoc] = field(default_factory=list)
+    eval_texts: list[str] = field(default_factory=list)
+    doc_dups: dict[str, Any] = field(default_factory=dict)
+    instr_dups: dict[str, int] = field(default_factory=dict)
+    removed_documents: int = 0
+    removed_instruction_rows: int = 0
+
 
 def run_build(
     args: DataBuildArguments,
@@ -242,9 +263,29 @@ def run_build(
     log=print,
 ) -> BuildResult:
     """Build every set of a recipe; ``generator``/``judge`` are needed for ``refusals: model``."""
-    from xtask_safety import __version__
-
     t0 = time.time()
+    out_dir, tasks, loaded = _check_and_load(args, generator, judge, tokenizer)
+    inputs = _split_roles(loaded)
+    _deduplicate(inputs, args)  # 2. duplicates
+    _remove_leakage(inputs, args)  # 3. held-out documents and leakage
+    plans, refusal_report = _defense_sets(inputs.train_docs, args, tasks, generator, judge, log)  # 4.
+    chosen_instr = _choose_instructions(inputs.instr, args)  # 5. the same rows in every set
+    trunc_info = None
+    if args.max_length:  # 6. truncation, once per distinct row
+        plans, chosen_instr, trunc_info = _truncate(plans, chosen_instr, args, tokenizer, log)
+    sets = _order_sets(plans, chosen_instr, args.seed)
+    final_check = _final_leak_check(sets, inputs.eval_texts, args)  # 7.
+    eval_files = _eval_files(inputs, tasks, args.seed)
+    manifest = _manifest(args, out_dir, inputs, chosen_instr, refusal_report, trunc_info, final_check)
+    result = _write(out_dir, args, plans, sets, eval_files, manifest)
+    result.seconds = time.time() - t0
+    return result
+
+
+def _check_and_load(
+    args: DataBuildArguments, generator: Generator | None, judge: Judge | None, tokenizer: Any
+) -> tuple[Path, list[str], list[LoadedSource]]:
+    """Check the recipe before any work (load nothing if it cannot build), then load its sources."""
     args.validate()
     out_dir = Path(args.output_dir)
     if out_dir.exists() and not args.overwrite:
@@ -259,26 +300,37 @@ def run_build(
         raise ConfigError("refusals: model needs a generator and a judge (the CLI wires refusal_model)")
     loaded: list[LoadedSource] = load_sources(specs)
     faults.point("data.loaded")
+    return out_dir, tasks, loaded
 
+
+def _split_roles(loaded: list[LoadedSource]) -> _Inputs:
+    """Training and evaluation documents and rows of the loaded sources, by their ``role``."""
     train_docs = [d for s in loaded if s.spec.role == "train" for d in s.docs]
     eval_docs = [d for s in loaded if s.spec.role == "eval" for d in s.docs]
     eval_records = [r for s in loaded if s.spec.role == "eval" for r in s.records]
     instr = [r for s in loaded if s.spec.role == "train" for r in s.records]
     if not any(d.domain == MALICIOUS for d in train_docs):
         raise DataError("sources: no training documents with domain 'malicious'")
+    return _Inputs(loaded, train_docs, eval_docs, eval_records, instr)
 
-    # 2. duplicates
-    train_docs, doc_dups = _dedup_docs(train_docs, args.dedup, args.near_dup_threshold)
-    eval_docs, _ = _dedup_docs(eval_docs, "exact" if args.dedup != "none" else "none", args.near_dup_threshold)
-    res = deduplicate([_instruction_text(r) for r in instr], args.dedup, args.near_dup_threshold)
-    instr_dups = {"exact": len(res.exact), "near": len(res.near)}
-    instr = [instr[i] for i in res.keep]
 
-    # 3. held-out documents and leakage
-    heldout: list[CorpusDoc] = []
+def _deduplicate(inputs: _Inputs, args: DataBuildArguments) -> None:
+    """Drop duplicate documents and instruction rows; evaluation documents only exact duplicates."""
+    inputs.train_docs, inputs.doc_dups = _dedup_docs(inputs.train_docs, args.dedup, args.near_dup_threshold)
+    eval_mode = "exact" if args.dedup != "none" else "none"
+    inputs.eval_docs, _ = _dedup_docs(inputs.eval_docs, eval_mode, args.near_dup_threshold)
+    res = deduplicate([_instruction_text(r) for r in inputs.instr], args.dedup, args.near_dup_threshold)
+    inputs.instr_dups = {"exact": len(res.exact), "near": len(res.near)}
+    inputs.instr = [inputs.instr[i] for i in res.keep]
+
+
+def _remove_leakage(inputs: _Inputs, args: DataBuildArguments) -> None:
+    """Hold documents out, then drop (or, ``leakage: error``, refuse) training items matching evaluation."""
     if args.eval_per_domain:
-        train_docs, heldout = split_corpus(train_docs, args.eval_per_domain, args.seed)
-    eval_texts = [d.document for d in heldout + eval_docs] + [r.document for r in eval_records]
+        inputs.train_docs, inputs.heldout = split_corpus(inputs.train_docs, args.eval_per_domain, args.seed)
+    train_docs, instr = inputs.train_docs, inputs.instr
+    eval_texts = ([d.document for d in inputs.heldout + inputs.eval_docs]
+                  + [r.document for r in inputs.eval_records])
     leaks = find_leaks([d.document for d in train_docs], eval_texts, args.near_dup_threshold,
                        near=args.dedup == "near")
     ileaks = find_leaks([f"{r.instruction}\n{r.document}" for r in instr], eval_texts, args.near_dup_threshold,
@@ -288,11 +340,22 @@ def run_build(
         raise DataError(f"leakage: {len(leaks) + len(ileaks)} training items match evaluation documents "
                         f"(first: {first!r}); set leakage: remove to drop them")
     bad = {x.train_index for x in leaks}
-    train_docs = [d for i, d in enumerate(train_docs) if i not in bad]
+    inputs.train_docs = [d for i, d in enumerate(train_docs) if i not in bad]
     ibad = {x.train_index for x in ileaks}
-    instr = [r for i, r in enumerate(instr) if i not in ibad]
+    inputs.instr = [r for i, r in enumerate(instr) if i not in ibad]
+    inputs.eval_texts = eval_texts
+    inputs.removed_documents, inputs.removed_instruction_rows = len(bad), len(ibad)
 
-    # 4. defense sets
+
+def _defense_sets(
+    train_docs: list[CorpusDoc],
+    args: DataBuildArguments,
+    tasks: list[str],
+    generator: Generator | None,
+    judge: Judge | None,
+    log: Callable[[str], object],
+) -> tuple[_Plans, RefusalReport]:
+    """Every set's defense rows; ``refusals: model`` samples once per distinct malicious row."""
     pool = load_refusals(args.refusal_pool)
     plans = build_sets(train_docs, args, tasks, pool)
     refusal_report = RefusalReport(mode="pool", requested=len({r.id for *_, rows in plans.values()
@@ -307,79 +370,111 @@ def run_build(
         plans = {k: (kind, tl, n, apply_refusals(rows, accepted, refusal_report, args.refusal_fallback))
                  for k, (kind, tl, n, rows) in plans.items()}
         log(f"[data build] refusals kept: {refusal_report.kept} of {refusal_report.requested}")
+    return plans, refusal_report
 
-    # 5. instruction data (the same rows in every set)
+
+def _choose_instructions(instr: list[Record], args: DataBuildArguments) -> list[Record]:
+    """The instruction rows of every set: all, or the first ``instruction_rows`` in seeded order."""
     chosen_instr = stable_order(instr, args.seed)
     if args.instruction_rows is not None:
         if args.instruction_rows > len(chosen_instr):
             raise DataError(f"instruction_rows: {args.instruction_rows} requested, only {len(chosen_instr)} "
                             "instruction rows available after deduplication")
         chosen_instr = chosen_instr[: args.instruction_rows]
+    return chosen_instr
 
-    # 6. truncation, once per distinct row
-    trunc_info = None
-    if args.max_length:
-        from xtask_safety.data.truncate import make_length_fn, truncate_rows
 
-        tok = tokenizer if tokenizer is not None else _load_tokenizer(args)
-        union = list({r.id: r for *_, rows in plans.values() for r in rows}.values()) + chosen_instr
-        fixed, report = truncate_rows(union, make_length_fn(tok, args.prompt_template, args.system_prompt),
-                                      args.max_length, args.truncation, args.head_fraction,
-                                      reserve_tokens=args.reserve_tokens)
-        by_id = {r.id: r for r in fixed}
-        plans = {k: (kind, tl, n, [by_id[r.id] for r in rows if r.id in by_id])
-                 for k, (kind, tl, n, rows) in plans.items()}
-        chosen_instr = [by_id[r.id] for r in chosen_instr if r.id in by_id]
-        trunc_info = {**report.to_dict(), "tokenizer": args.tokenizer or args.refusal_model,
-                      "prompt_template": args.prompt_template, "reserve_tokens": args.reserve_tokens}
-        log(f"[data build] truncation: {report.shortened} of {report.checked} rows shortened, "
-            f"{len(report.dropped)} dropped (max_length {args.max_length})")
+def _truncate(
+    plans: _Plans, chosen_instr: list[Record], args: DataBuildArguments, tokenizer: Any,
+    log: Callable[[str], object],
+) -> tuple[_Plans, list[Record], dict[str, Any]]:
+    """Shorten every distinct row once to ``max_length`` tokens; dropped rows leave every set they were in."""
+    from xtask_safety.data.truncate import make_length_fn, truncate_rows
 
-    key = _order_key(args.seed)
+    tok = tokenizer if tokenizer is not None else _load_tokenizer(args)
+    union = list({r.id: r for *_, rows in plans.values() for r in rows}.values()) + chosen_instr
+    fixed, report = truncate_rows(union, make_length_fn(tok, args.prompt_template, args.system_prompt),
+                                  args.max_length, args.truncation, args.head_fraction,
+                                  reserve_tokens=args.reserve_tokens)
+    by_id = {r.id: r for r in fixed}
+    plans = {k: (kind, tl, n, [by_id[r.id] for r in rows if r.id in by_id])
+             for k, (kind, tl, n, rows) in plans.items()}
+    chosen_instr = [by_id[r.id] for r in chosen_instr if r.id in by_id]
+    trunc_info = {**report.to_dict(), "tokenizer": args.tokenizer or args.refusal_model,
+                  "prompt_template": args.prompt_template, "reserve_tokens": args.reserve_tokens}
+    log(f"[data build] truncation: {report.shortened} of {report.checked} rows shortened, "
+        f"{len(report.dropped)} dropped (max_length {args.max_length})")
+    return plans, chosen_instr, trunc_info
+
+
+def _order_sets(plans: _Plans, chosen_instr: list[Record], seed: int) -> dict[str, list[Record]]:
+    """Each set's defense rows and the instruction rows, shuffled by a seeded hash of the row id."""
+    key = _order_key(seed)
     sets: dict[str, list[Record]] = {}
     for name, (_, _, _, rows) in plans.items():
         sets[name] = sorted(rows + chosen_instr, key=lambda r: key(r.id))
+    return sets
 
-    # 7. final leakage check over every distinct training document
+
+def _final_leak_check(
+    sets: dict[str, list[Record]], eval_texts: list[str], args: DataBuildArguments
+) -> tuple[int, int]:
+    """Check every distinct training document once more; (texts checked, leaks found) for the manifest."""
     train_texts = sorted({r.document for rows in sets.values() for r in rows if r.document})
     final = find_leaks(train_texts, eval_texts, args.near_dup_threshold, near=args.dedup == "near")
     if final:
         raise DataError(f"leakage: a training row matches an evaluation document after the build "
                         f"({train_texts[final[0].train_index][:60]!r}); report this as a bug")
+    return len(train_texts), len(final)
 
-    # evaluation grids
-    grid_docs = heldout + eval_docs
+
+def _eval_files(inputs: _Inputs, tasks: list[str], seed: int) -> dict[str, list[Record]]:
+    """The evaluation grids over held-out and evaluation documents, and the imported evaluation rows."""
+    grid_docs = inputs.heldout + inputs.eval_docs
     eval_files: dict[str, list[Record]] = {}
     if grid_docs:
-        eval_files["eval/grid-paper.jsonl"] = build_eval_grid(grid_docs, tasks, "paper", seed=args.seed)
-        eval_files["eval/grid-heldout.jsonl"] = build_eval_grid(grid_docs, tasks, "heldout", seed=args.seed)
-    if eval_records:
-        eval_files["eval/imported.jsonl"] = eval_records
+        eval_files["eval/grid-paper.jsonl"] = build_eval_grid(grid_docs, tasks, "paper", seed=seed)
+        eval_files["eval/grid-heldout.jsonl"] = build_eval_grid(grid_docs, tasks, "heldout", seed=seed)
+    if inputs.eval_records:
+        eval_files["eval/imported.jsonl"] = inputs.eval_records
+    return eval_files
 
-    manifest = {
+
+def _manifest(
+    args: DataBuildArguments,
+    out_dir: Path,
+    inputs: _Inputs,
+    chosen_instr: list[Record],
+    refusal_report: RefusalReport,
+    trunc_info: dict[str, Any] | None,
+    final_check: tuple[int, int],
+) -> dict[str, Any]:
+    """``manifest.json`` with empty file lists (``sets``, ``eval_files``, ``paper_files``) for _write."""
+    from xtask_safety import __version__
+
+    training_texts_checked, final_leaks = final_check
+    return {
         "name": args.name or out_dir.name,
         "tool": {"name": "xtask-safety", "version": __version__, "libraries": _library_versions(args)},
         "seed": args.seed,
         "recipe": {k: v for k, v in asdict(args).items() if k not in ("output_dir", "overwrite")},
-        "sources": [s.summary() for s in loaded],
+        "sources": [s.summary() for s in inputs.loaded],
         "hygiene": {
             "dedup": args.dedup, "near_dup_threshold": args.near_dup_threshold,
-            "documents": doc_dups, "instructions": instr_dups,
-            "leakage": {"eval_texts": len(eval_texts), "removed_documents": len(bad),
-                        "removed_instruction_rows": len(ibad), "training_texts_checked": len(train_texts),
-                        "final_leaks": len(final)},
+            "documents": inputs.doc_dups, "instructions": inputs.instr_dups,
+            "leakage": {"eval_texts": len(inputs.eval_texts), "removed_documents": inputs.removed_documents,
+                        "removed_instruction_rows": inputs.removed_instruction_rows,
+                        "training_texts_checked": training_texts_checked, "final_leaks": final_leaks},
         },
-        "documents": {"train": len(train_docs), "heldout": len(heldout), "eval_sources": len(eval_docs)},
-        "instruction_rows": {"available": len(instr), "per_set": len(chosen_instr)},
+        "documents": {"train": len(inputs.train_docs), "heldout": len(inputs.heldout),
+                      "eval_sources": len(inputs.eval_docs)},
+        "instruction_rows": {"available": len(inputs.instr), "per_set": len(chosen_instr)},
         "refusals": refusal_report.to_dict(),
         "truncation": trunc_info,
         "sets": [],
         "eval_files": [],
         "paper_files": [],
     }
-    result = _write(out_dir, args, plans, sets, eval_files, manifest)
-    result.seconds = time.time() - t0
-    return result
 
 
 def _library_versions(args: DataBuildArguments) -> dict[str, str]:
