@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from xtask_safety import faults
 from xtask_safety.config import DefenseArguments, ModelArguments, parse_recipe
 from xtask_safety.errors import ConfigError
 from xtask_safety.models import offline_defaults, resolve_model_path
-from xtask_safety.records import read_records
+from xtask_safety.records import Record, read_records
 from xtask_safety.tasks import INSTRUCTION_TASK, TASK_NAMES
 from xtask_safety.train.args import TrainArguments, gradient_accumulation_for
 
@@ -80,16 +80,80 @@ def _extra(dargs: DefenseArguments, name: str, default: Any = None) -> Any:
     return getattr(dargs, name, default)
 
 
+# Imported by :func:`train` right after :func:`offline_defaults` (the HF libraries read its settings when
+# imported) and before any input is checked; the helpers below import the names they use from the cache.
+@dataclass
+class _TrainData:
+    """The training records, their weights, and what is recorded about them (hash, profile, data manifest)."""
+
+    records: list[Record]
+    weights: list[float]
+    task_names: list[str]
+    sha256: str
+    profile: dict[str, Any]
+    manifest_path: str | None
+    manifest: Any
+    data_set: dict[str, Any] | None
+
+
+@dataclass
+class _Run:
+    """What every step of :func:`train` reads: its arguments, the training data, the number of processes."""
+
+    margs: ModelArguments
+    dargs: DefenseArguments
+    sft_args: Any
+    data: _TrainData
+    world_size: int
+
+
+@dataclass
+class _TrainerInputs:
+    """The model path, tokenizer, datasets and PEFT/quantization configs the trainer is built from."""
+
+    path: str
+    tokenizer: Any
+    train_ds: Any
+    eval_ds: Any
+    peft_config: Any
+    quant: Any
+
+
+@dataclass
+class _Tracking:
+    """The run's identity (name, group) and where it is tracked."""
+
+    identity: dict[str, Any]
+    recipe_file: str | None
+    use_wandb: bool
+
+
 def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progress: bool = True) -> dict[str, Any]:
     """Train a (LoRA) defense; returns a summary with the adapter path and final metrics."""
     offline_defaults()
-    from datasets import Dataset
+    from xtask_safety.train import tracking
 
-    from xtask_safety.models import load_config, load_tokenizer
-    from xtask_safety.train import checkpoints, tracking
-    from xtask_safety.train.collator import WeightedCollator
-    from xtask_safety.train.dataset import to_sft_rows
-    from xtask_safety.train.trainer import WeightedSFTTrainer
+    data = _load_train_data(dargs)
+    world_size = _check_run_settings(dargs, sft_args)
+    run = _Run(margs, dargs, sft_args, data, world_size)
+    inputs = _prepare_trainer_inputs(run, progress)
+    resume, is_main = _resolve_resume(run)
+    tracked = _start_tracking(run, resume, is_main)
+    trainer = _build_trainer(run, inputs, resume)
+    adapter_dir = Path(sft_args.output_dir)
+    result = _train_and_save(trainer, sft_args, resume, adapter_dir)
+    summary = _summary(run, trainer, result, resume, adapter_dir, tracked)
+    if trainer.is_world_process_zero():
+        write_model_card(adapter_dir, margs, dargs, summary, trainer.state.log_history,
+                         recipe_file=tracked.recipe_file, manifest=data.manifest)
+    if tracked.use_wandb:
+        tracking.finish_wandb(summary)
+    return summary
+
+
+def _load_train_data(dargs: DefenseArguments) -> _TrainData:
+    """Read and weight the training records (all of known tasks), hash the file, find its data manifest."""
+    from xtask_safety.train import tracking
     from xtask_safety.train.weights import assign_weights
 
     if not dargs.train_file:
@@ -104,6 +168,13 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     profile = tracking.data_profile(records, weights)
     manifest_path, manifest = tracking.find_manifest(dargs.train_file, _extra(dargs, "data_manifest"))
     data_set = tracking.manifest_entry(manifest, manifest_path, dargs.train_file, train_sha)
+    return _TrainData(records, weights, task_names, train_sha, profile, manifest_path, manifest, data_set)
+
+
+def _check_run_settings(dargs: DefenseArguments, sft_args: Any) -> int:
+    """The world size. Refuses launched processes that cannot connect and unusable trackers; derives the
+    gradient accumulation from ``global_batch_size`` when one is set."""
+    from xtask_safety.train import tracking
 
     world_size = sft_args.world_size
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -118,10 +189,34 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     if global_batch:
         sft_args.gradient_accumulation_steps = gradient_accumulation_for(
             global_batch, sft_args.per_device_train_batch_size, world_size)
+    return world_size
 
+
+def _prepare_trainer_inputs(run: _Run, progress: bool) -> _TrainerInputs:
+    """Load the tokenizer and datasets; set up model loading (``sft_args``), PEFT and quantization."""
+    from xtask_safety.models import load_config, load_tokenizer
+
+    margs, sft_args = run.margs, run.sft_args
     path = resolve_model_path(margs.model_name_or_path, margs.gguf_file)
     tokenizer = load_tokenizer(path, trust_remote_code=sft_args.trust_remote_code, padding_side="right")
-    rows = to_sft_rows(records, weights, margs.prompt_template, margs.system_prompt)
+    train_ds, eval_ds = _build_datasets(run)
+    _set_model_init_kwargs(margs, sft_args)
+    num_layers = getattr(load_config(path, trust_remote_code=sft_args.trust_remote_code), "num_hidden_layers", None)
+    peft_config = build_peft_config(margs, num_layers)
+    quant = quantization_config(margs)
+    if not progress:
+        sft_args.disable_tqdm = True
+    return _TrainerInputs(path, tokenizer, train_ds, eval_ds, peft_config, quant)
+
+
+def _build_datasets(run: _Run) -> tuple[Any, Any]:
+    """The training dataset, and the evaluation one (None without ``eval_file``), as SFT rows."""
+    from datasets import Dataset
+
+    from xtask_safety.train.dataset import to_sft_rows
+
+    margs, dargs = run.margs, run.dargs
+    rows = to_sft_rows(run.data.records, run.data.weights, margs.prompt_template, margs.system_prompt)
     train_ds = Dataset.from_list(rows)
     eval_ds = None
     if dargs.eval_file:
@@ -129,7 +224,11 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         eval_ds = Dataset.from_list(
             to_sft_rows(eval_records, [r.weight for r in eval_records], margs.prompt_template, margs.system_prompt)
         )
+    return train_ds, eval_ds
 
+
+def _set_model_init_kwargs(margs: ModelArguments, sft_args: Any) -> None:
+    """How the trainer loads the base model: dtype, attention, device placement (and the FSDP2 + LoRA fix)."""
     sft_args.remove_unused_columns = False  # keep task/weight for the collator
     sft_args.model_init_kwargs = {
         **(sft_args.model_init_kwargs or {}),
@@ -148,25 +247,33 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         from xtask_safety.train.fsdp import install_fsdp2_peft_fix
 
         install_fsdp2_peft_fix()  # FSDP2 + LoRA: keep one FSDP unit per decoder layer
-    num_layers = getattr(load_config(path, trust_remote_code=sft_args.trust_remote_code), "num_hidden_layers", None)
-    peft_config = build_peft_config(margs, num_layers)
-    quant = quantization_config(margs)
-    if not progress:
-        sft_args.disable_tqdm = True
 
-    # -- resume ------------------------------------------------------------------------------------------
-    fingerprint = checkpoints.run_fingerprint(train_sha, {
+
+def _resolve_resume(run: _Run) -> tuple[str | None, bool]:
+    """The checkpoint to resume from (None: a fresh start), checked against the run's fingerprint, and
+    whether this is the main process (which writes the fingerprint)."""
+    from xtask_safety.train import checkpoints
+
+    margs, sft_args = run.margs, run.sft_args
+    fingerprint = checkpoints.run_fingerprint(run.data.sha256, {
         "model": margs.model_name_or_path, "lora": [margs.use_peft, margs.lora_r, margs.lora_alpha,
                                                     margs.lora_target_modules, margs.lora_top_layers],
-        "quantization": [margs.load_in_4bit, margs.load_in_8bit], "weighting": dargs.weighting,
-        "world_size": world_size, **{k: getattr(sft_args, k, None) for k in RESUME_SETTINGS}})
-    resume = checkpoints.resolve_resume(sft_args.output_dir, sft_args.resume_from_checkpoint, dargs.resume, fingerprint)
+        "quantization": [margs.load_in_4bit, margs.load_in_8bit], "weighting": run.dargs.weighting,
+        "world_size": run.world_size, **{k: getattr(sft_args, k, None) for k in RESUME_SETTINGS}})
+    resume = checkpoints.resolve_resume(sft_args.output_dir, sft_args.resume_from_checkpoint, run.dargs.resume,
+                                        fingerprint)
     is_main = sft_args.process_index == 0
     if is_main:
         checkpoints.write_fingerprint(sft_args.output_dir, fingerprint)
+    return resume, is_main
 
-    # -- tracking ----------------------------------------------------------------------------------------
-    identity = tracking.run_identity(margs.model_name_or_path, profile, dargs.weighting, dargs.run_group,
+
+def _start_tracking(run: _Run, resume: str | None, is_main: bool) -> _Tracking:
+    """Name the run (unless named) and, on the main process, start its wandb run with the full config."""
+    from xtask_safety.train import tracking
+
+    margs, dargs, sft_args, data = run.margs, run.dargs, run.sft_args, run.data
+    identity = tracking.run_identity(margs.model_name_or_path, data.profile, dargs.weighting, dargs.run_group,
                                      _extra(dargs, "run_tags", []))
     if not sft_args.run_name or sft_args.run_name == sft_args.output_dir:
         sft_args.run_name = identity["name"]
@@ -175,38 +282,53 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         "recipe_file": recipe_file,
         "recipe_text": Path(recipe_file).read_text(encoding="utf-8") if recipe_file else None,
         "model_args": asdict(margs), "defense_args": asdict(dargs),
-        "data": {"train_file": dargs.train_file, "train_file_sha256": train_sha, **profile},
-        "data_manifest_file": manifest_path, "data_manifest": manifest, "data_set": data_set,
-        "world_size": world_size,
+        "data": {"train_file": dargs.train_file, "train_file_sha256": data.sha256, **data.profile},
+        "data_manifest_file": data.manifest_path, "data_manifest": data.manifest, "data_set": data.data_set,
+        "world_size": run.world_size,
     }
     use_wandb = "wandb" in sft_args.report_to and is_main
     if use_wandb:
         tracking.start_wandb(sft_args.output_dir, identity, run_config, _extra(dargs, "wandb_project"),
                              resume=bool(resume))
+    return _Tracking(identity, recipe_file, use_wandb)
 
+
+def _build_trainer(run: _Run, inputs: _TrainerInputs, resume: str | None) -> Any:
+    """The weighted SFT trainer, with the decision-margin callback when asked for and the fault hooks armed."""
+    from xtask_safety.train.collator import WeightedCollator
+    from xtask_safety.train.trainer import WeightedSFTTrainer
+
+    dargs, task_names = run.dargs, run.data.task_names
     collator = WeightedCollator(
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=inputs.tokenizer.pad_token_id,
         task_names=task_names,
         decision_tokens=dargs.decision_tokens,
         decision_weight=dargs.decision_weight,
     )
     trainer = WeightedSFTTrainer(
-        model=path,
-        args=sft_args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
+        model=inputs.path,
+        args=run.sft_args,
+        train_dataset=inputs.train_ds,
+        eval_dataset=inputs.eval_ds,
+        processing_class=inputs.tokenizer,
         data_collator=collator,
-        peft_config=peft_config,
-        quantization_config=quant,
+        peft_config=inputs.peft_config,
+        quantization_config=inputs.quant,
         task_names=task_names,
         loss_normalization=dargs.loss_normalization,
         stratify_batches=dargs.stratify_batches,
     )
     if dargs.decision_dev_file:
-        trainer.add_callback(_decision_callback(dargs, margs, tokenizer, sft_args.output_dir, fresh=not resume))
+        trainer.add_callback(_decision_callback(dargs, run.margs, inputs.tokenizer, run.sft_args.output_dir,
+                                                fresh=not resume))
     faults.arm_trainer(trainer)
-    adapter_dir = Path(sft_args.output_dir)
+    return trainer
+
+
+def _train_and_save(trainer: Any, sft_args: Any, resume: str | None, adapter_dir: Path) -> Any:
+    """Train (or restore a run killed after its last step) and save the final adapter; the Trainer's result."""
+    from xtask_safety.train import checkpoints
+
     with checkpoints.write_failures_reported(sft_args.output_dir):
         if resume and checkpoints.reached_max_steps(resume, sft_args.max_steps) and not (
                 getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)):
@@ -218,17 +340,26 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
             # checkpoints stay sharded; the final adapter is gathered into one safetensors file (PEFT's FSDP recipe)
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model(str(adapter_dir))
-    summary = {
+    return result
+
+
+def _summary(run: _Run, trainer: Any, result: Any, resume: str | None, adapter_dir: Path,
+             tracked: _Tracking) -> dict[str, Any]:
+    """What :func:`train` returns (and the model card records): the adapter, the data, the run's metrics."""
+    from xtask_safety.train import checkpoints
+
+    margs, sft_args, data, world_size = run.margs, run.sft_args, run.data, run.world_size
+    return {
         "adapter": str(adapter_dir),
         "base_model": margs.model_name_or_path,
         "global_step": trainer.state.global_step,
         # resumed: the Trainer's value covers only the steps since the resume; report the whole run's
         "train_loss": checkpoints.run_mean_loss(trainer.state.log_history) if resume else result.training_loss,
-        "train_file_sha256": train_sha,
-        "n_records": len(records),
+        "train_file_sha256": data.sha256,
+        "n_records": len(data.records),
         "resumed_from": resume,
         "run_name": sft_args.run_name,
-        "run_group": identity["group"],
+        "run_group": tracked.identity["group"],
         "world_size": world_size,
         "gradient_accumulation_steps": sft_args.gradient_accumulation_steps,
         "global_batch_size": sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps * world_size,
@@ -237,18 +368,12 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
         "quantized_layers": _count_quantized(trainer.model),
         "completion_only_loss": sft_args.completion_only_loss,
         "report_to": list(sft_args.report_to),
-        "data_manifest": manifest_path,
-        "data_manifest_sha256": _sha256(manifest_path) if manifest_path else None,
-        "data_set": data_set,
-        "weight_per_task": profile["weight_per_task"],
+        "data_manifest": data.manifest_path,
+        "data_manifest_sha256": _sha256(data.manifest_path) if data.manifest_path else None,
+        "data_set": data.data_set,
+        "weight_per_task": data.profile["weight_per_task"],
         "final_nll": _final_task_nll(trainer.state.log_history),
     }
-    if trainer.is_world_process_zero():
-        write_model_card(adapter_dir, margs, dargs, summary, trainer.state.log_history,
-                         recipe_file=recipe_file, manifest=manifest)
-    if use_wandb:
-        tracking.finish_wandb(summary)
-    return summary
 
 
 def _decision_callback(dargs: DefenseArguments, margs: ModelArguments, tokenizer: Any, output_dir: str,
