@@ -51,6 +51,8 @@ seeds: [0, 1]
 data_recipe: {tmp_path / 'data.yaml'}
 eval_tasks: summarize,cloze
 eval_docs_per_domain: 2
+dev_docs_per_domain: 1
+train_overrides: {{decision_select: true, decision_eval_steps: 1}}
 extra_eval: {{external: recipes/demo/external.yaml}}
 extra_eval_docs_per_domain: 1
 train_recipe: {tmp_path / 'train.yaml'}
@@ -79,6 +81,13 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert "What the defense did" in out and "seed 1: malicious" in out
     cells = json.loads((run / "sweep_results.json").read_text())["runs"]
     assert len(cells) == 3 and all(c["extra_eval"]["external"]["summary"]["n_records"] == 6 for c in cells)
+    # the development slice: documents after the evaluated ones, read by every defense during training
+    dev = [json.loads(x) for x in next((run / "data").glob("dev-*.jsonl")).read_text().splitlines()]
+    grid = [json.loads(x) for x in (run / cells[0]["paths"]["grid"]).read_text().splitlines()]
+    assert len(dev) == 6 and not {r["meta"]["doc_id"] for r in dev} & {r["meta"]["doc_id"] for r in grid}
+    for c in cells[1:]:
+        assert c["train"]["selected_step"] in (1, 2)
+        assert (run / c["paths"]["adapter"] / "decision_curve.jsonl").is_file()
 
     # A second run reuses every cell: nothing generated, nothing trained.
     assert main(["demo", "--config", str(recipe)]) == 0

@@ -74,6 +74,11 @@ class DefenseArguments:
                           "every decision_eval_steps steps; the curve goes to <output_dir>/decision_curve.jsonl."},
     )
     decision_eval_steps: int = field(default=5, metadata={"help": "Steps between two decision_dev_file readings."})
+    decision_select: bool = field(
+        default=False,
+        metadata={"help": "Save the adapter of the decision_dev_file reading with the best balanced score (malicious "
+                          "refused, benign answered) instead of the last step's: early stopping without generation."},
+    )
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     run_group: str | None = field(default=None, metadata={"help": "Tracking group (e.g. a sweep name)."})
 
@@ -83,6 +88,8 @@ class DefenseArguments:
             raise ConfigError(f"defense_ratio: must be in (0, 1), got {self.defense_ratio}")
         if self.decision_tokens < 0 or self.decision_weight < 0:
             raise ConfigError("decision_tokens and decision_weight must be non-negative")
+        if self.decision_select and not self.decision_dev_file:
+            raise ConfigError("decision_select: needs decision_dev_file (the development records it reads)")
         if self.decision_eval_steps < 1:
             raise ConfigError(f"decision_eval_steps: must be positive, got {self.decision_eval_steps}")
         self.task_weights = parse_mapping(self.task_weights, "task_weights")

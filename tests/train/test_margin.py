@@ -58,3 +58,43 @@ def test_training_writes_the_decision_curve(tiny_recipe, train_file, tmp_path):
     assert all(set(p["refuse_share"]) == {"malicious", "news", "useful"} for p in curve)
     # the margins move as the adapter trains
     assert curve[0]["mean_margin"] != curve[1]["mean_margin"]
+
+
+def test_balanced_score():
+    from xtask_safety.train.margin import balanced_score
+
+    assert balanced_score({"malicious": 1.0, "news": 0.0, "useful": 0.0}) == 1.0
+    assert balanced_score({"malicious": 0.5, "news": 0.5}) == 0.5
+
+
+def test_decision_select_saves_the_best_reading(tiny_recipe, train_file, tmp_path, monkeypatch):
+    """With decision_select the adapter saved holds the weights of the best-scoring reading, not the last step's."""
+    from safetensors.torch import load_file
+
+    from xtask_safety.train import margin
+
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in _records()), encoding="utf-8")
+    scores = iter([0.9, 0.1, 0.2])  # readings at steps 1, 2, 3: step 1 is the best
+    monkeypatch.setattr(margin, "balanced_score", lambda shares: next(scores))
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    measure = margin.DecisionMarginCallback._measure
+
+    def spy(self, step, model):
+        seen[step] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return measure(self, step, model)
+
+    monkeypatch.setattr(margin.DecisionMarginCallback, "_measure", spy)
+    out = tmp_path / "out"
+    margs, dargs, sft = parse_train_args(["--config", str(tiny_recipe), "--output_dir", str(out),
+                                          "--decision_dev_file", str(dev), "--decision_eval_steps", "1",
+                                          "--decision_select", "true"])
+    summary = train(margs, dargs, sft, progress=False)
+    assert summary["selected_step"] == 1 and summary["global_step"] == 3
+    curve = [json.loads(line) for line in (out / "decision_curve.jsonl").read_text().splitlines()]
+    assert curve[-1] == {"selected_step": 1, "score": 0.9}
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    lora_a = next(k for k in saved if "lora_A" in k)
+    at_step = {k.replace(".default", ""): v for k, v in seen[1].items()}
+    assert torch.equal(saved[lora_a], at_step[lora_a])  # PEFT saves names without the adapter name
+    assert not torch.equal(seen[1][next(iter(seen[1]))], seen[3][next(iter(seen[3]))])  # training moved on after step 1

@@ -56,6 +56,10 @@ class SweepArguments:
         "help": "Data recipe keys to override (mapping). tasks, sizes, mixed_sizes and output_dir are set by the sweep."})
     eval_tasks: str = field(default="all", metadata={"help": "Tasks evaluated (the transfer matrix's columns)."})
     eval_phrasing: Literal["paper", "heldout"] = field(default="paper", metadata={"help": "paper (the paper's instructions) or heldout."})
+    dev_docs_per_domain: int | None = field(default=None, metadata={
+        "help": "A development slice: the next N held-out documents per domain after the evaluated ones (every "
+                "task), given to every cell's training as decision_dev_file (its decision curve; with "
+                "decision_select: true in train_overrides, the step whose adapter is saved). Needs eval_docs_per_domain."})
     extra_eval: str | None = field(default=None, metadata={
         "help": "Further evaluation sets every cell also answers, scored apart from the main grid: a mapping "
                 "name -> evaluation suite recipe (recipes/eval/*.yaml), e.g. {external: recipes/eval/demo_external.yaml}."})
@@ -159,6 +163,11 @@ class SweepArguments:
             if key in self.train_overrides:
                 raise ConfigError(f"train_overrides.{key}: set by the sweep for each cell")
         self.eval_docs = eval_docs(self.eval_docs_per_domain)
+        if self.dev_docs_per_domain is not None:
+            if self.dev_docs_per_domain < 1:
+                raise ConfigError(f"dev_docs_per_domain: expected a positive number, got {self.dev_docs_per_domain}")
+            if self.eval_docs is None:
+                raise ConfigError("dev_docs_per_domain: needs eval_docs_per_domain (the slice follows the evaluated documents)")
         self.extra_eval = mapping(self.extra_eval, "extra_eval")
         for name, suite in self.extra_eval.items():
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", str(name)) or not isinstance(suite, str):

@@ -140,7 +140,7 @@ def _train_view(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
     keep = ("global_step", "train_loss", "n_records", "train_file_sha256", "resumed_from", "run_name", "run_group",
-            "global_batch_size", "weight_per_task", "final_nll", "world_size")
+            "global_batch_size", "weight_per_task", "final_nll", "world_size", "selected_step")
     return {k: summary.get(k) for k in keep}
 
 

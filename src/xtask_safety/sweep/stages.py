@@ -74,6 +74,7 @@ class SweepPlan:
     train_base: dict[str, Any]  # the training recipe with the sweep's overrides
     keys: dict[str, dict[str, str]] = field(default_factory=dict)  # cell id -> {train, generate, score, ...}
     extra: dict[str, ExtraGrid] = field(default_factory=dict)  # extra_eval name -> its records
+    dev_key: str | None = None  # the development slice (dev_docs_per_domain), None when there is none
 
     @property
     def build_dir(self) -> Path:
@@ -82,6 +83,10 @@ class SweepPlan:
     @property
     def grid_path(self) -> Path:
         return self.dir.grid(self.grid_key)
+
+    @property
+    def dev_path(self) -> Path | None:
+        return self.dir.root / "data" / f"dev-{self.dev_key}.jsonl" if self.dev_key else None
 
     def grid_file(self, name: str = "") -> Path:
         """The main evaluation grid (``name`` empty) or an extra_eval set."""
@@ -96,6 +101,8 @@ class SweepPlan:
             recipe.update({"train_file": str(self.build_dir / cell.set_file), "output_dir": str(self.adapter_dir(cell)),
                            "resume": True, "run_group": self.args.name,
                            "run_tags": [f"sweep:{self.args.name}", f"seed:{cell.seed}"]})
+            if self.dev_path:
+                recipe["decision_dev_file"] = str(self.dev_path)
         return recipe
 
     def adapter_dir(self, cell: Cell) -> Path:
@@ -153,14 +160,18 @@ def make_plan(args: SweepArguments, cells: list[Cell]) -> SweepPlan:
                           "docs": args.eval_docs, "tasks": args.eval_task_list})
     recipe = resolve_file(args.train_recipe, "train_recipe")
     base = {**load_yaml(recipe, "train_recipe"), **args.train_overrides}
+    dev_key = (stage_key({"stage": "dev", "data": data_key, "phrasing": args.eval_phrasing, "docs": args.eval_docs,
+                          "dev": args.dev_docs_per_domain, "tasks": args.eval_task_list})
+               if args.dev_docs_per_domain else None)
     plan = SweepPlan(args, SweepDir(args.output_dir), cells, build_args, data_key, grid_key, recipe, base,
-                     extra=load_extra(args))
+                     extra=load_extra(args), dev_key=dev_key)
     grids = {"": grid_key, **{name: extra.key for name, extra in plan.extra.items()}}
     for cell in cells:
         keys: dict[str, str] = {}
         if not cell.is_base:
             rec = {k: v for k, v in plan.cell_recipe(cell, paths=False).items() if k not in UNKEYED}
-            keys["train"] = stage_key({"stage": "train", "data": data_key, "set": cell.set_file, "recipe": rec})
+            keys["train"] = stage_key({"stage": "train", "data": data_key, "set": cell.set_file, "recipe": rec,
+                                       **({"dev": dev_key} if dev_key else {})})
         for name, key in grids.items():
             gen = keys[stage_name("generate", name)] = stage_key({
                 "stage": "generate", "model": cell.model, "train": keys.get("train"), "grid": key,
@@ -258,6 +269,11 @@ def prepare_data(ctx: Context) -> list[Any]:
                                   ctx.args.eval_docs)
             write_jsonl(plan.grid_path, grid)
             ctx.events.add("*", "grid", "run", key=plan.grid_key, records=len(grid))
+        if plan.dev_path and not plan.dev_path.is_file():
+            dev = dev_slice(read_records(_grid_source(plan.build_dir, ctx.args.eval_phrasing)), ctx.args.eval_docs,
+                            ctx.args.dev_docs_per_domain)
+            write_jsonl(plan.dev_path, [r for r in dev if r.task in ctx.args.eval_task_list])
+            ctx.events.add("*", "dev", "run", key=plan.dev_key, records=len(dev))
     for name, extra in plan.extra.items():
         path = plan.grid_file(name)
         if not path.is_file():
@@ -299,16 +315,34 @@ def _run_build(ctx: Context) -> None:
     log(f"data: {len(result.manifest['sets'])} defense sets and the evaluation grids in {plan.build_dir}")
 
 
-def subsample_grid(grid: list[Any], docs: dict[str, int] | int | None) -> list[Any]:
-    """The first N documents of each domain (all their tasks, so comparisons stay paired)."""
-    if docs is None:
-        return grid
+def _documents_by_domain(grid: list[Any]) -> dict[str, list[str]]:
+    """Document ids per domain in grid order."""
     order: dict[str, list[str]] = {}
     for r in grid:
         doc = r.meta.get("doc_id", r.id)
         ids = order.setdefault(r.domain, [])
         if doc not in ids:
             ids.append(doc)
+    return order
+
+
+def dev_slice(grid: list[Any], eval_docs: dict[str, int] | int, n: int) -> list[Any]:
+    """The ``n`` documents of each domain that follow the evaluated ones (all their tasks): never evaluated."""
+    keep = set()
+    for dom, ids in _documents_by_domain(grid).items():
+        start = eval_docs.get(dom, len(ids)) if isinstance(eval_docs, dict) else eval_docs
+        if start + n > len(ids):
+            raise ConfigError(f"dev_docs_per_domain: {n} {dom!r} documents after the {start} evaluated ones asked for, "
+                              f"the held-out grid has {len(ids)} (raise eval_per_domain in the data recipe)")
+        keep.update(ids[start:start + n])
+    return [r for r in grid if r.meta.get("doc_id", r.id) in keep]
+
+
+def subsample_grid(grid: list[Any], docs: dict[str, int] | int | None) -> list[Any]:
+    """The first N documents of each domain (all their tasks, so comparisons stay paired)."""
+    if docs is None:
+        return grid
+    order = _documents_by_domain(grid)
     if isinstance(docs, dict):
         unknown = sorted(set(docs) - set(order))
         if unknown:

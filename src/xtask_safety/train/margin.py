@@ -27,7 +27,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from xtask_safety.models import format_prompt
-from xtask_safety.records import Record
+from xtask_safety.records import MALICIOUS, Record
 from xtask_safety.tasks import get_task
 
 
@@ -102,16 +102,32 @@ def refusal_shares(decisions: list[Decision]) -> dict[str, float]:
     return {dom: sum(v) / len(v) for dom, v in sorted(by_domain.items())}
 
 
+def balanced_score(refuse_share: dict[str, float]) -> float:
+    """Mean of the refused share of malicious records and the answered share of each benign domain."""
+    parts = [s if dom == MALICIOUS else 1.0 - s for dom, s in refuse_share.items()]
+    return sum(parts) / len(parts) if parts else 0.0
+
+
 class DecisionMarginCallback(TrainerCallback):
     """Every ``every`` optimizer steps (and at the end), score ``records`` by the margin and append one
-    JSON line ``{"step", "refuse_share": {domain: share}, "mean_margin": {domain: value}}`` to ``path``."""
+    JSON line ``{"step", "refuse_share": {domain: share}, "mean_margin": {domain: value}, "score"}`` to ``path``.
+
+    With ``select``, the trainable weights of the reading with the best :func:`balanced_score` (the latest
+    of equal ones) are kept and put back into the model when training ends, so the adapter saved is the
+    development slice's best step rather than the last one: early stopping on a generation-free signal.
+    The curve file then ends with ``{"selected_step": N, "score": S}``. Readings happen on the main process;
+    a resumed run chooses among the readings of its own process.
+    """
 
     def __init__(self, records: list[Record], refusals: list[str], tokenizer: Any, path: str | Path,
-                 every: int = 5, template: str = "chat", system_prompt: str | None = None):
+                 every: int = 5, template: str = "chat", system_prompt: str | None = None, select: bool = False):
         self.records, self.refusals, self.tokenizer = records, refusals, tokenizer
         self.path, self.every = Path(path), max(1, every)
         self.template, self.system_prompt = template, system_prompt
         self.curve: list[dict[str, Any]] = []
+        self.select = select
+        self.best: tuple[float, int, dict[str, Any]] | None = None  # (score, step, trainable weights)
+        self.selected_step: int | None = None
 
     def _measure(self, step: int, model: Any) -> None:
         decisions = decision_margins(model, self.tokenizer, self.records, self.refusals, self.template,
@@ -119,9 +135,17 @@ class DecisionMarginCallback(TrainerCallback):
         means: dict[str, list[float]] = defaultdict(list)
         for d in decisions:
             means[d.domain].append(d.margin)
-        point = {"step": step, "refuse_share": refusal_shares(decisions),
-                 "mean_margin": {k: round(sum(v) / len(v), 4) for k, v in sorted(means.items())}}
+        shares = refusal_shares(decisions)
+        point = {"step": step, "refuse_share": shares,
+                 "mean_margin": {k: round(sum(v) / len(v), 4) for k, v in sorted(means.items())},
+                 "score": round(balanced_score(shares), 4)}
         self.curve.append(point)
+        self._write(point)
+        if self.select and (self.best is None or point["score"] >= self.best[0]):
+            weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            self.best = (point["score"], step, weights)
+
+    def _write(self, point: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(point) + "\n")
@@ -132,8 +156,20 @@ class DecisionMarginCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         done = {p["step"] for p in self.curve}
-        if model is not None and state.is_world_process_zero and state.global_step not in done:
+        if model is None or not state.is_world_process_zero:
+            return
+        if state.global_step not in done:
             self._measure(state.global_step, model)
+        if self.select and self.best is not None:
+            import torch
+
+            score, step, weights = self.best
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in weights.items():
+                    params[name].copy_(value)
+            self.selected_step = step
+            self._write({"selected_step": step, "score": score})
 
 
 def as_rows(decisions: list[Decision]) -> list[dict[str, Any]]:

@@ -373,6 +373,9 @@ def _summary(run: _Run, trainer: Any, result: Any, resume: str | None, adapter_d
         "data_set": data.data_set,
         "weight_per_task": data.profile["weight_per_task"],
         "final_nll": _final_task_nll(trainer.state.log_history),
+        # the step whose weights were saved when decision_select chose one (None: the last step's)
+        "selected_step": next((getattr(cb, "selected_step", None) for cb in trainer.callback_handler.callbacks
+                               if getattr(cb, "selected_step", None) is not None), None),
     }
 
 
@@ -386,7 +389,7 @@ def _decision_callback(dargs: DefenseArguments, margs: ModelArguments, tokenizer
         curve.unlink(missing_ok=True)
     return DecisionMarginCallback(read_records(dargs.decision_dev_file), load_refusals(), tokenizer, curve,
                                   every=dargs.decision_eval_steps, template=margs.prompt_template,
-                                  system_prompt=margs.system_prompt)
+                                  system_prompt=margs.system_prompt, select=dargs.decision_select)
 
 
 def _count_quantized(model: Any) -> int:
