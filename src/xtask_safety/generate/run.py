@@ -100,6 +100,40 @@ def generate_runs(
     each with its adapter; any other backend accepts only runs without an adapter name.
     """
     sampling = sampling or SamplingConfig()
+    ids = _check_request(records, backend, runs, on_too_long, max_prompt_tokens)
+    job = _prepare(records, ids, backend, runs, sampling, on_too_long, max_prompt_tokens)
+    with ExitStack() as stack:
+        outs = [stack.enter_context(JsonlAppender(run.path)) for run in runs]
+        for run, out, expected in zip(runs, outs, job.settings, strict=True):
+            _check_settings(run.path, out.done, set(ids), expected)
+        _write_too_long(job, outs)
+        missing = _generate_pending(job, outs, desc, progress)
+        if missing:
+            raise DataError(f"generate: no output came back for {len(missing)} request(s) "
+                            f"({', '.join(missing[:5])}); the others were written, rerun to retry them")
+        return [[out.done[i] for i in ids if i in out.done] for out in outs]
+
+
+@dataclass
+class _Job:
+    """One :func:`generate_runs` call once its inputs are checked and its prompts rendered."""
+
+    backend: Backend
+    adapters_ok: bool  # the backend takes the runs' adapters mixed in one batch (vLLM)
+    runs: list[Run]
+    sampling: SamplingConfig
+    max_prompt_tokens: int | None
+    records: list[Record]  # documents cut to fit under on_too_long="truncate"
+    ids: list[str]
+    texts: list[str]  # rendered prompts, one per record
+    too_long: dict[int, int]  # record index -> prompt tokens, for prompts over the budget
+    cut: int  # records whose document was cut
+    settings: list[dict[str, Any]]  # per run: what its output file must have been written with
+
+
+def _check_request(records: list[Record], backend: Backend, runs: list[Run], on_too_long: str,
+                   max_prompt_tokens: int | None) -> list[str]:
+    """Refuse bad options, duplicate ids, shared output files and adapters the backend cannot switch; the ids."""
     if on_too_long not in ON_TOO_LONG:
         raise ConfigError(f"on_too_long: expected one of {ON_TOO_LONG}, got {on_too_long!r}")
     if max_prompt_tokens is not None and max_prompt_tokens < 1:
@@ -114,10 +148,14 @@ def generate_runs(
     paths = [run.path.resolve() for run in runs]
     if len(set(paths)) != len(paths):
         raise ConfigError("generate: two runs write to the same output file")
-    adapters_ok = backend.supports_adapters
-    if not adapters_ok and any(run.adapter for run in runs):
+    if not backend.supports_adapters and any(run.adapter for run in runs):
         raise ConfigError(f"backend {backend.name!r}: cannot switch adapters within a run")
+    return ids
 
+
+def _prepare(records: list[Record], ids: list[str], backend: Backend, runs: list[Run], sampling: SamplingConfig,
+             on_too_long: str, max_prompt_tokens: int | None) -> _Job:
+    """Cut documents (``truncate``), render the prompts, find those too long (an error under ``error``)."""
     cut = 0
     if on_too_long == "truncate":
         records, cut = _truncate(records, backend, sampling, max_prompt_tokens)
@@ -129,62 +167,78 @@ def generate_runs(
     settings = [{**run.run_info, "sampling": asdict(sampling)} for run in runs]
     if on_too_long == "truncate":  # the prompts depend on the budget: a file holds one budget only
         settings = [{**s, "truncate_to": prompt_budget(backend, sampling, max_prompt_tokens)} for s in settings]
-    with ExitStack() as stack:
-        outs = [stack.enter_context(JsonlAppender(run.path)) for run in runs]
-        for run, out, expected in zip(runs, outs, settings, strict=True):
-            _check_settings(run.path, out.done, set(ids), expected)
-        for j, out in enumerate(outs):
-            for i, n_prompt in too_long.items():
-                if records[i].id not in out.done:
-                    out.append(_row(records[i], None, {"n_tokens": 0, "finish": "prompt_too_long",
-                                                       "prompt_tokens": n_prompt}, settings[j]))
-        if cut:
-            logger.warning(f"generate: {cut} of {len(records)} prompt(s) had their document cut to fit "
-                           f"{prompt_budget(backend, sampling, max_prompt_tokens)} tokens (meta.truncation)")
-        if too_long:
-            logger.warning(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
-                           + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]))
+    return _Job(backend, backend.supports_adapters, runs, sampling, max_prompt_tokens, records, ids, texts, too_long,
+                cut, settings)
 
-        jobs = [(j, i) for j in range(len(runs)) for i in range(len(records)) if i not in too_long]
-        job_texts = [texts[i] for _, i in jobs]
-        pending = sum(1 for j, i in jobs if ids[i] not in outs[j].done)
-        missing: list[str] = []
-        if pending:
-            batches = backend.plan(job_texts)
-            bar = tqdm(total=pending, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
-            for b, batch in enumerate(batches):
-                todo = [k for k in batch if ids[jobs[k][1]] not in outs[jobs[k][0]].done]
-                if not todo:
-                    continue  # written before an interruption: the plan is the same, so skip it whole
-                # Seeds depend on the batch's place in the full plan, so a resumed run samples like a fresh one.
-                # Adapter-aware backends (vLLM) seed each request from its record id instead: the same record
-                # then draws the same random numbers under every adapter (a paired comparison).
-                batch_sampling = sampling if adapters_ok else replace(sampling, seed=sampling.seed + b)
-                extra: dict[str, Any] = {}
-                if adapters_ok:
-                    extra = {"adapters": [runs[jobs[k][0]].adapter for k in batch],
-                             "keys": [ids[jobs[k][1]] for k in batch]}
-                results = backend.generate_batch([job_texts[k] for k in batch], batch_sampling, rows=batch, **extra)
-                if len(results) != len(batch):
-                    raise DataError(f"backend returned {len(results)} outputs for a batch of {len(batch)}")
-                todo_set = set(todo)
-                for k, res in zip(batch, results, strict=True):
-                    if k not in todo_set:
-                        continue
-                    j, i = jobs[k]
-                    if res is None:  # the backend lost this request: report it, never drop it silently
-                        missing.append(f"{runs[j].path.name}:{ids[i]}")
-                        continue
-                    gen = {"n_tokens": res["n_tokens"], "finish": res["finish"]}
-                    outs[j].append(_row(records[i], res["text"], gen, settings[j]))
-                    faults.point("generate.row")
-                faults.point("generate.batch")
-                bar.update(len(todo))
-            bar.close()
-        if missing:
-            raise DataError(f"generate: no output came back for {len(missing)} request(s) "
-                            f"({', '.join(missing[:5])}); the others were written, rerun to retry them")
-        return [[out.done[i] for i in ids if i in out.done] for out in outs]
+
+def _write_too_long(job: _Job, outs: list[JsonlAppender]) -> None:
+    """Write the over-long prompts as ``response: null`` rows (those not written yet), and say what was cut."""
+    records, too_long = job.records, job.too_long
+    for j, out in enumerate(outs):
+        for i, n_prompt in too_long.items():
+            if records[i].id not in out.done:
+                out.append(_row(records[i], None, {"n_tokens": 0, "finish": "prompt_too_long",
+                                                   "prompt_tokens": n_prompt}, job.settings[j]))
+    if job.cut:
+        logger.warning(f"generate: {job.cut} of {len(records)} prompt(s) had their document cut to fit "
+                       f"{prompt_budget(job.backend, job.sampling, job.max_prompt_tokens)} tokens (meta.truncation)")
+    if too_long:
+        logger.warning(f"generate: {len(too_long)} prompt(s) too long, written with response null: "
+                       + ", ".join(f"{records[i].id} ({n} tokens)" for i, n in list(too_long.items())[:5]))
+
+
+def _generate_pending(job: _Job, outs: list[JsonlAppender], desc: str, progress: bool) -> list[str]:
+    """Answer every (run, record) pair not yet written, batch by batch; return the requests the backend lost.
+
+    The batch plan covers *all* pairs, written or not, and batches already written are skipped whole, so
+    a resumed run sees the same batches (and seeds) as an uninterrupted one.
+    """
+    ids = job.ids
+    jobs = [(j, i) for j in range(len(job.runs)) for i in range(len(job.records)) if i not in job.too_long]
+    job_texts = [job.texts[i] for _, i in jobs]
+    pending = sum(1 for j, i in jobs if ids[i] not in outs[j].done)
+    missing: list[str] = []
+    if pending:
+        batches = job.backend.plan(job_texts)
+        bar = tqdm(total=pending, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
+        for b, batch in enumerate(batches):
+            todo = [k for k in batch if ids[jobs[k][1]] not in outs[jobs[k][0]].done]
+            if not todo:
+                continue  # written before an interruption: the plan is the same, so skip it whole
+            results = _answer_batch(job, jobs, job_texts, b, batch)
+            todo_set = set(todo)
+            for k, res in zip(batch, results, strict=True):
+                if k not in todo_set:
+                    continue
+                j, i = jobs[k]
+                if res is None:  # the backend lost this request: report it, never drop it silently
+                    missing.append(f"{job.runs[j].path.name}:{ids[i]}")
+                    continue
+                gen = {"n_tokens": res["n_tokens"], "finish": res["finish"]}
+                outs[j].append(_row(job.records[i], res["text"], gen, job.settings[j]))
+                faults.point("generate.row")
+            faults.point("generate.batch")
+            bar.update(len(todo))
+        bar.close()
+    return missing
+
+
+def _answer_batch(job: _Job, jobs: list[tuple[int, int]], job_texts: list[str], b: int,
+                  batch: list[int]) -> list[dict[str, Any] | None]:
+    """The backend's answers to planned batch ``b`` (all its prompts, even those already written)."""
+    adapters_ok, sampling, ids = job.adapters_ok, job.sampling, job.ids
+    # Seeds depend on the batch's place in the full plan, so a resumed run samples like a fresh one.
+    # Adapter-aware backends (vLLM) seed each request from its record id instead: the same record
+    # then draws the same random numbers under every adapter (a paired comparison).
+    batch_sampling = sampling if adapters_ok else replace(sampling, seed=sampling.seed + b)
+    extra: dict[str, Any] = {}
+    if adapters_ok:
+        extra = {"adapters": [job.runs[jobs[k][0]].adapter for k in batch],
+                 "keys": [ids[jobs[k][1]] for k in batch]}
+    results = job.backend.generate_batch([job_texts[k] for k in batch], batch_sampling, rows=batch, **extra)
+    if len(results) != len(batch):
+        raise DataError(f"backend returned {len(results)} outputs for a batch of {len(batch)}")
+    return results
 
 
 def _row(rec: Record, text: str | None, gen: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from xtask_safety.choices import check_counts
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.score.external import binary_metrics
 from xtask_safety.score.judges import LABELS, PASS_LABELS, get_judges
+
+if TYPE_CHECKING:
+    from xtask_safety.score.model_judge_run import ModelJudge
 
 REQUIRED = ("id", "task", "label", "document", "response")
 
@@ -223,34 +226,22 @@ class JudgeEvalArguments:
         check_counts(self, positive=("sample", "n_resamples", "judge_batch_size", "judge_max_new_tokens"))
 
 
+_LabelSet = tuple[str, list[dict[str, str]], bool]  # file name, rows, whether to report the dev/test split too
+_ExternalSet = tuple[str, list[dict[str, str]]]  # file name, rows
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``xtask-safety judge-eval``: print each set's tables; optionally write prompts, results, headline."""
     import json
 
     from xtask_safety.config import parse_recipe
-    from xtask_safety.records import read_jsonl, write_json
-    from xtask_safety.score.external import evaluate_external, external_markdown, read_table
 
     (args,) = parse_recipe((JudgeEvalArguments,), list(argv or []), prog="xtask-safety judge-eval",
                            positional="labels")
     labels = args.labels or ([] if args.input else ["bundled"])
-    sets: list[tuple[str, list[dict[str, str]], bool]] = []
-    for item in labels:
-        if item == "bundled":
-            sets.append(("judge_labels.csv", read_labels(bundled_labels()), True))
-            sets.append(("judge_labels_holdout.csv", read_labels(bundled_labels("judge_labels_holdout.csv")), False))
-        else:
-            sets.append((Path(item).name, read_labels(item), False))
-    label_map = dict(_pairs(args.label_map, "--label_map"))
-    external = [(Path(p).name, read_table(p, args.text_column, args.label_column, args.source_column,
-                                          args.prompt_column, label_map)) for p in args.input]
+    sets, external = _read_sets(args, labels)
     if args.sample:
-        import random
-
-        def pick(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-            return rows if len(rows) <= args.sample else random.Random(0).sample(rows, args.sample)
-
-        sets = [(name, pick(rows), by_split) for name, rows, by_split in sets]
-        external = [(name, pick(rows)) for name, rows in external]
+        sets, external = _sample(sets, external, args.sample)
     if args.write_prompts:
         from xtask_safety.records import write_jsonl
         from xtask_safety.score.model_judge import judge_prompt_records
@@ -260,6 +251,46 @@ def main(argv: list[str] | None = None) -> int:
         n = write_jsonl(args.write_prompts, judge_prompt_records(label_rows_for_prompts(sets[0][1])))
         print(json.dumps({"output": args.write_prompts, "records": n}))
         return 0
+    extra = _extra_judges(args)
+    model_judge = _model_judge(args)
+    report, ext_report = _evaluate_all(args, sets, external, extra, model_judge)
+    _write_reports(args, argv, report, ext_report)
+    return 0
+
+
+def _read_sets(args: JudgeEvalArguments, labels: list[str]) -> tuple[list[_LabelSet], list[_ExternalSet]]:
+    """The labels files (``bundled``: the project's two sets) and the external ``--input`` sets."""
+    from xtask_safety.score.external import read_table
+
+    sets: list[_LabelSet] = []
+    for item in labels:
+        if item == "bundled":
+            sets.append(("judge_labels.csv", read_labels(bundled_labels()), True))
+            sets.append(("judge_labels_holdout.csv", read_labels(bundled_labels("judge_labels_holdout.csv")), False))
+        else:
+            sets.append((Path(item).name, read_labels(item), False))
+    label_map = dict(_pairs(args.label_map, "--label_map"))
+    external = [(Path(p).name, read_table(p, args.text_column, args.label_column, args.source_column,
+                                          args.prompt_column, label_map)) for p in args.input]
+    return sets, external
+
+
+def _sample(sets: list[_LabelSet], external: list[_ExternalSet],
+            size: int) -> tuple[list[_LabelSet], list[_ExternalSet]]:
+    """A seeded random sample of at most ``size`` rows of every set (each drawn with a fresh seed 0)."""
+    import random
+
+    def pick(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return rows if len(rows) <= size else random.Random(0).sample(rows, size)
+
+    return ([(name, pick(rows), by_split) for name, rows, by_split in sets],
+            [(name, pick(rows)) for name, rows in external])
+
+
+def _extra_judges(args: JudgeEvalArguments) -> dict[str, Any]:
+    """Judges beyond the rule judges: LLM answers generated beforehand (``--judge_answers``), a classifier."""
+    from xtask_safety.records import read_jsonl
+
     extra: dict[str, Any] = {}
     for item in args.judge_answers:
         name, sep, path = item.partition("=")
@@ -276,16 +307,28 @@ def main(argv: list[str] | None = None) -> int:
 
         extra["classifier"] = ClassifierJudge(args.classifier_judge, dict(_pairs(args.classifier_label_map,
                                                                                   "--classifier_label_map")))
-    model_judge = None
-    if args.model_judge:
-        from xtask_safety.models import cache_dir
-        from xtask_safety.score.model_judge_run import ModelJudge, ModelJudgeConfig
+    return extra
 
-        model_judge = ModelJudge(ModelJudgeConfig(
-            args.model_judge, args.model_judge_format, batch_size=args.judge_batch_size,
-            max_new_tokens=args.judge_max_new_tokens,
-            cache=args.judge_cache or str(cache_dir() / "judge-eval-cache.jsonl"),
-            label_map=dict(_pairs(args.classifier_label_map, "--classifier_label_map"))))
+
+def _model_judge(args: JudgeEvalArguments) -> ModelJudge | None:
+    """The local model judge of ``--model_judge`` (with its verdict cache), or None."""
+    if not args.model_judge:
+        return None
+    from xtask_safety.models import cache_dir
+    from xtask_safety.score.model_judge_run import ModelJudge, ModelJudgeConfig
+
+    return ModelJudge(ModelJudgeConfig(
+        args.model_judge, args.model_judge_format, batch_size=args.judge_batch_size,
+        max_new_tokens=args.judge_max_new_tokens,
+        cache=args.judge_cache or str(cache_dir() / "judge-eval-cache.jsonl"),
+        label_map=dict(_pairs(args.classifier_label_map, "--classifier_label_map"))))
+
+
+def _evaluate_all(args: JudgeEvalArguments, sets: list[_LabelSet], external: list[_ExternalSet],
+                  extra: dict[str, Any], model_judge: ModelJudge | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure the judges on every set, printing each set's tables; the figures of the labels and external sets."""
+    from xtask_safety.score.external import evaluate_external, external_markdown
+
     report: dict[str, Any] = {}
     for name, rows, by_split in sets:
         judges = {**extra, **({"model": _WithInstructions(model_judge)} if model_judge else {})}
@@ -299,6 +342,16 @@ def main(argv: list[str] | None = None) -> int:
         if model_judge and model_judge.stats.get("unparsed"):
             print(f"model judge: {model_judge.stats['unparsed']} unparsed verdict(s) on {name} "
                   f"(e.g. {model_judge.stats['unparsed_examples'][:1]})\n")
+    return report, ext_report
+
+
+def _write_reports(args: JudgeEvalArguments, argv: list[str] | None, report: dict[str, Any],
+                   ext_report: dict[str, Any]) -> None:
+    """Write ``--output`` (all figures) and ``--agreement_output`` (the headline figures), each announced."""
+    import json
+
+    from xtask_safety.records import write_json
+
     if args.output:
         write_json(args.output, {**report, **({"external_sets": ext_report, "partial_as": args.partial_as}
                                               if ext_report else {})})
@@ -310,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.agreement_output, headline(report, ext_report, args.partial_as, attribution,
                                                    ["xtask-safety", "judge-eval", *(argv or [])]))
         print(json.dumps({"agreement_output": args.agreement_output}))
-    return 0
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:

@@ -324,10 +324,10 @@ def eval_docs(value: Any) -> dict[str, int] | int | None:
     """None (all held-out documents), a number per domain, or a mapping domain -> number."""
     if value in (None, "", 0, "0"):
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
         n = int(value)
         if n < 1:
-            raise ConfigError("eval_docs_per_domain: must be positive")
+            raise ConfigError(f"eval_docs_per_domain: expected a positive number (0: all), got {n}")
         return n
     if isinstance(value, str) and not value.strip().startswith("{"):
         value = parse_mapping(value, "eval_docs_per_domain")
