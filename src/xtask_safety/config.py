@@ -74,6 +74,11 @@ class DefenseArguments:
                           "every decision_eval_steps steps; the curve goes to <output_dir>/decision_curve.jsonl."},
     )
     decision_eval_steps: int = field(default=5, metadata={"help": "Steps between two decision_dev_file readings."})
+    decision_eval_start: int = field(
+        default=0,
+        metadata={"help": "First step read (0: from decision_eval_steps on). Early readings, before the lead-ins are "
+                          "learned, cannot be selected anyway; skipping them leaves time for a larger slice."},
+    )
     decision_select: bool = field(
         default=False,
         metadata={"help": "Save the adapter of the decision_dev_file reading with the best balanced score (malicious "
@@ -92,6 +97,8 @@ class DefenseArguments:
             raise ConfigError("decision_select: needs decision_dev_file (the development records it reads)")
         if self.decision_eval_steps < 1:
             raise ConfigError(f"decision_eval_steps: must be positive, got {self.decision_eval_steps}")
+        if self.decision_eval_start < 0:
+            raise ConfigError(f"decision_eval_start: expected zero or more, got {self.decision_eval_start}")
         self.task_weights = parse_mapping(self.task_weights, "task_weights")
 
 

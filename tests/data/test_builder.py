@@ -7,9 +7,10 @@ from xtask_safety.data.builder import (
     build_defense_set,
     build_eval_grid,
     load_refusals,
+    match_genres,
     trim_words,
 )
-from xtask_safety.data.corpus import load_corpus_file, split_corpus
+from xtask_safety.data.corpus import load_corpus_file, load_demo_corpus, split_corpus
 from xtask_safety.errors import DataError
 from xtask_safety.records import write_jsonl
 from xtask_safety.tasks import TASK_NAMES, TASKS
@@ -76,3 +77,38 @@ def test_trim_words_keeps_whole_sentences():
     assert trim_words(text, 7) == "One two three. Four five six."
     assert trim_words(text, 2) == "One two three."
     assert trim_words(text, None) == text
+
+
+def test_match_genres_follows_the_shares_in_every_prefix():
+    items = [("news report", i) for i in range(12)] + [("email", i) for i in range(4)] + [("letter", 0)]
+    out = match_genres(items, lambda x: x[0], {"news report": 0.5, "email": 0.5})
+    assert sorted(out) == sorted(items)  # a reordering, nothing lost
+    assert [g for g, _ in out[:8]] == ["news report", "email"] * 4  # half and half while emails last
+    assert [i for g, i in out if g == "email"] == [0, 1, 2, 3]  # each genre keeps its own order
+    assert out[-1] == ("letter", 0)  # a genre with no share comes last
+
+
+def test_genre_match_moves_benign_rows_towards_the_malicious_genres():
+    docs = load_demo_corpus("main")
+    mal_genres = {d.genre for d in docs if d.domain == "malicious"}
+    assert mal_genres  # the demo corpus labels genres
+
+    def genre_gap(share: float) -> float:
+        cfg = BuildConfig(tasks=list(TASK_NAMES), malicious_per_task=24, benign_per_task=24, genre_match=share)
+        rows = build_defense_set(docs, cfg, load_refusals())
+        genre = {d.id: d.genre for d in docs}
+        refuse = Counter(genre[r.meta["doc_id"]] for r in rows if r.meta["target"] == "refusal")
+        answer = Counter(genre[r.meta["doc_id"]] for r in rows if r.meta["target"] == "answer")
+        return sum(abs(refuse[g] - answer[g]) for g in {*refuse, *answer}) / len(rows)
+
+    gaps = [genre_gap(s) for s in (0.0, 0.5, 1.0)]
+    assert gaps[0] > gaps[1] > gaps[2]  # total-variation distance of the two genre mixes shrinks
+
+
+def test_genre_matched_sizes_stay_nested():
+    docs = load_demo_corpus("main")
+    small, large = (build_defense_set(docs, BuildConfig(tasks=list(TASK_NAMES), malicious_per_task=n,
+                                                         benign_per_task=n, genre_match=0.5), load_refusals())
+                    for n in (8, 24))
+    large_ids = {r.id for r in large}
+    assert {r.id for r in small} <= large_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from xtask_safety.data.builder import load_refusals
@@ -46,15 +47,20 @@ def test_margin_matches_an_unbatched_forward_pass(tiny_model_dir):
     assert not model.training  # left as it was
 
 
-def test_training_writes_the_decision_curve(tiny_recipe, train_file, tmp_path):
+@pytest.mark.parametrize(("every", "start", "steps"), [
+    ("2", "0", [2, 3]),  # every 2 steps, and the last step (max_steps 3)
+    ("1", "2", [2, 3]),  # every step from step 2 on
+])
+def test_training_writes_the_decision_curve(tiny_recipe, train_file, tmp_path, every, start, steps):
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in _records()), encoding="utf-8")
     out = tmp_path / "out"
     margs, dargs, sft = parse_train_args(["--config", str(tiny_recipe), "--output_dir", str(out),
-                                          "--decision_dev_file", str(dev), "--decision_eval_steps", "2"])
+                                          "--decision_dev_file", str(dev), "--decision_eval_steps", every,
+                                          "--decision_eval_start", start])
     train(margs, dargs, sft, progress=False)
     curve = [json.loads(line) for line in (out / "decision_curve.jsonl").read_text().splitlines()]
-    assert [p["step"] for p in curve] == [2, 3]  # every 2 steps, and the last step (max_steps 3)
+    assert [p["step"] for p in curve] == steps
     assert all(set(p["refuse_share"]) == {"malicious", "news", "useful"} for p in curve)
     # the margins move as the adapter trains
     assert curve[0]["mean_margin"] != curve[1]["mean_margin"]

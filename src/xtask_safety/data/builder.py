@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xtask_safety.data.corpus import CorpusDoc, demo_dir, stable_order
 from xtask_safety.errors import DataError
@@ -45,6 +47,10 @@ class BuildConfig:
     # Probability of replacing each withholding marker ("[withheld]", "[redacted]", ...) in a training
     # document by neutral wording, in every domain alike, so marker density cannot stand in for intent.
     marker_dropout: float = 0.0
+    # Pull each task's benign documents towards the malicious documents' genre mix (chat log, email,
+    # news report, ...): 0 keeps the sources' own mix, 1 follows the malicious mix, 0.5 the mean of both.
+    # Genre then predicts the refusal less, so it stands in for intent less.
+    genre_match: float = 0.0
 
 
 def load_refusals(path: str | Path | None = None) -> list[str]:
@@ -141,8 +147,37 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
                 instruction=instruction, layout=layout, response=refusal, source=doc.source,
                 meta={"doc_id": doc.id, "topic": doc.topic, "target": "refusal", "truncated": cut},
             ))
-        records.extend(_benign_rows(docs, task_name, i, cfg))
+        records.extend(_benign_rows(docs, task_name, i, cfg, _genre_shares(malicious) if cfg.genre_match else None))
     return stable_order(records, cfg.seed)
+
+
+def _genre_shares(docs: list[CorpusDoc]) -> dict[str, float]:
+    counts = Counter(d.genre for d in docs)
+    return {g: n / len(docs) for g, n in counts.items()}
+
+
+def match_genres(items: list[Any], genre_of: Any, shares: dict[str, float]) -> list[Any]:
+    """``items`` reordered so that every prefix follows ``shares`` as closely as the items allow.
+
+    At each position the genre furthest below its target count is taken next (its items keep their
+    order); genres absent from ``shares`` come last. A size-independent order, so a smaller set stays a
+    prefix of a larger one.
+    """
+    queues: dict[str, list[Any]] = {}
+    for item in items:
+        queues.setdefault(genre_of(item), []).append(item)
+    taken: Counter[str] = Counter()
+    out: list[Any] = []
+    while True:
+        open_genres = [g for g in queues if queues[g] and shares.get(g, 0) > 0]
+        if not open_genres:
+            break
+        pos = len(out) + 1
+        g = max(open_genres, key=lambda g: (pos * shares[g] - taken[g], shares[g]))
+        out.append(queues[g].pop(0))
+        taken[g] += 1
+    out.extend(item for item in items if genre_of(item) not in shares or shares[genre_of(item)] <= 0)
+    return out
 
 
 def drop_markers(text: str, rate: float, rng: random.Random) -> str:
@@ -157,7 +192,8 @@ def _row_rng(seed: int, task: str, doc_id: str) -> random.Random:
     return random.Random(f"{seed}:{task}:{doc_id}")
 
 
-def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig) -> list[Record]:
+def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig,
+                 genre_shares: dict[str, float] | None = None) -> list[Record]:
     task = get_task(task_name)
     per_domain = _apportion(cfg.benign_per_task, cfg.benign_shares or (1.0,) * len(cfg.benign_domains))
     rows = []
@@ -182,7 +218,13 @@ def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig
                 f"only {len(pool)} available"
             )
         offset = i * (len(pool) // len(cfg.tasks))
-        for doc, shown, ref, cut in (pool[offset:] + pool[:offset])[:k]:
+        pool = pool[offset:] + pool[:offset]
+        if genre_shares:
+            own = _genre_shares([doc for doc, *_ in pool])
+            target = {g: cfg.genre_match * genre_shares.get(g, 0.0) + (1 - cfg.genre_match) * own.get(g, 0.0)
+                      for g in {*genre_shares, *own}}
+            pool = match_genres(pool, lambda item: item[0].genre, target)
+        for doc, shown, ref, cut in pool[:k]:
             instruction, layout = _instruction(task_name, _row_rng(cfg.seed, task_name, doc.id), cfg)
             rows.append(Record(
                 id=f"{task_name}:{doc.id}", task=task_name, domain=domain, document=shown,

@@ -77,6 +77,8 @@ class DataBuildArguments:
     layout: Literal["after", "before", "mixed"] = field(default="after", metadata={"help": "after | before | mixed."})
     lead_in: bool = field(default=True, metadata={"help": "Benign answers open with the task's lead-in."})
     target_max_words: int | None = field(default=None, metadata={"help": "Trim benign references."})
+    genre_match: float = field(default=0.0, metadata={"help": "Pull benign documents towards the malicious genre mix "
+                                                        "(0: the sources' own mix, 1: the malicious mix)."})
     document_max_words: int | None = field(default=None, metadata={"help": "Cut documents to N words first."})
     instruction_rows: int | None = field(default=None,
                                          metadata={"help": "Instruction-data rows per set (None: all)."})
@@ -117,6 +119,8 @@ class DataBuildArguments:
             raise ConfigError("sizes, mixed_sizes: both empty, nothing to build")
         if self.benign_ratio < 0:
             raise ConfigError("benign_ratio: must be >= 0")
+        if not 0.0 <= self.genre_match <= 1.0:
+            raise ConfigError(f"genre_match: expected a number from 0 to 1, got {self.genre_match}")
         check_choices(self)
         if self.instruction_rows is not None and self.instruction_rows < 0:
             raise ConfigError("instruction_rows: must be >= 0")
@@ -174,7 +178,7 @@ def build_sets(
             benign_shares=tuple(args.benign_shares) if args.benign_shares else None,
             phrasings=args.phrasings, layout=args.layout, lead_in=args.lead_in,
             target_max_words=args.target_max_words, document_max_words=args.document_max_words,
-            seed=args.seed, exclude_phrasings=tuple(args.exclude_phrasings),
+            seed=args.seed, exclude_phrasings=tuple(args.exclude_phrasings), genre_match=args.genre_match,
         )
 
     plans = [("single", [t], f"single-{t}", args.sizes) for t in tasks]

@@ -109,7 +109,7 @@ def balanced_score(refuse_share: dict[str, float]) -> float:
 
 
 class DecisionMarginCallback(TrainerCallback):
-    """Every ``every`` optimizer steps (and at the end), score ``records`` by the margin and append one
+    """Every ``every`` optimizer steps from step ``start`` on (and at the end), score ``records`` by the margin and append one
     JSON line ``{"step", "refuse_share": {domain: share}, "mean_margin": {domain: value}, "score"}`` to ``path``.
 
     With ``select``, the trainable weights of the reading with the best :func:`balanced_score` (the latest
@@ -120,9 +120,10 @@ class DecisionMarginCallback(TrainerCallback):
     """
 
     def __init__(self, records: list[Record], refusals: list[str], tokenizer: Any, path: str | Path,
-                 every: int = 5, template: str = "chat", system_prompt: str | None = None, select: bool = False):
+                 every: int = 5, template: str = "chat", system_prompt: str | None = None, select: bool = False,
+                 start: int = 0):
         self.records, self.refusals, self.tokenizer = records, refusals, tokenizer
-        self.path, self.every = Path(path), max(1, every)
+        self.path, self.every, self.start = Path(path), max(1, every), start
         self.template, self.system_prompt = template, system_prompt
         self.curve: list[dict[str, Any]] = []
         self.select = select
@@ -151,8 +152,9 @@ class DecisionMarginCallback(TrainerCallback):
             f.write(json.dumps(point) + "\n")
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if model is not None and state.is_world_process_zero and state.global_step % self.every == 0:
-            self._measure(state.global_step, model)
+        step = state.global_step
+        if model is not None and state.is_world_process_zero and step >= self.start and step % self.every == 0:
+            self._measure(step, model)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         done = {p["step"] for p in self.curve}

@@ -388,7 +388,8 @@ def _decision_callback(dargs: DefenseArguments, margs: ModelArguments, tokenizer
     if fresh:  # a resumed run appends to the curve it started
         curve.unlink(missing_ok=True)
     return DecisionMarginCallback(read_records(dargs.decision_dev_file), load_refusals(), tokenizer, curve,
-                                  every=dargs.decision_eval_steps, template=margs.prompt_template,
+                                  every=dargs.decision_eval_steps, start=dargs.decision_eval_start,
+                                  template=margs.prompt_template,
                                   system_prompt=margs.system_prompt, select=dargs.decision_select)
 
 
