@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from trl import ModelConfig, TrlParser
 
-from xtask_safety.choices import check_choices
+from xtask_safety.choices import check_choices, check_counts
 from xtask_safety.errors import ConfigError
 
 WEIGHTINGS = ("uniform", "per_task", "balanced", "ratio")
@@ -97,8 +97,7 @@ class DefenseArguments:
             raise ConfigError("decision_select: needs decision_dev_file (the development records it reads)")
         if self.decision_eval_steps < 1:
             raise ConfigError(f"decision_eval_steps: must be positive, got {self.decision_eval_steps}")
-        if self.decision_eval_start < 0:
-            raise ConfigError(f"decision_eval_start: expected zero or more, got {self.decision_eval_start}")
+        check_counts(self, non_negative=("decision_eval_start",))
         self.task_weights = parse_mapping(self.task_weights, "task_weights")
 
 

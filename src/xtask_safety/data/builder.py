@@ -128,6 +128,7 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
         raise DataError("defense set: no malicious documents in the sources")
     if need > len(malicious):
         raise DataError(f"defense set: {need} malicious documents per task requested, only {len(malicious)} available")
+    malicious_genres = _genre_shares(malicious) if cfg.genre_match else None
     records: list[Record] = []
     for i, task_name in enumerate(cfg.tasks):
         task = get_task(task_name)
@@ -147,7 +148,7 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
                 instruction=instruction, layout=layout, response=refusal, source=doc.source,
                 meta={"doc_id": doc.id, "topic": doc.topic, "target": "refusal", "truncated": cut},
             ))
-        records.extend(_benign_rows(docs, task_name, i, cfg, _genre_shares(malicious) if cfg.genre_match else None))
+        records.extend(_benign_rows(docs, task_name, i, cfg, malicious_genres))
     return stable_order(records, cfg.seed)
 
 
