@@ -48,3 +48,22 @@ def test_bad_corpus_lines(tmp_path):
     p.write_text('{"id": "a", "domain": "news", "document": ""}\n')
     with pytest.raises(DataError, match=r"c.jsonl:1: missing or empty 'document'"):
         load_corpus_file(p)
+
+
+def test_balance_supplement_spreads_genres_across_domains():
+    """The training-only supplement: references on every benign document, markers on every malicious one,
+    and with it the genres the main corpus gives mostly to one side are less one-sided."""
+    bal = load_demo_corpus("balance")
+    assert not {d.id for d in bal} & {d.id for d in load_demo_corpus("main")}
+    for d in bal:
+        assert (set(d.refs) == {"summary", "sentiment", "zh_opening"}) if d.domain != "malicious" \
+            else bool(MARKERS.search(d.document)), d.id
+    main = load_demo_corpus("main")
+
+    def malicious_share(docs, genres):
+        sel = [d for d in docs if d.genre in genres]
+        return sum(d.domain == "malicious" for d in sel) / len(sel)
+
+    talk, report = {"email", "chat log", "forum post"}, {"news report", "feature", "interview"}
+    assert malicious_share(main + bal, talk) < malicious_share(main, talk) - 0.1
+    assert malicious_share(main + bal, report) > malicious_share(main, report) + 0.05

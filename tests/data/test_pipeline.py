@@ -221,3 +221,22 @@ def test_exclude_phrasings(fixtures, tmp_path):
     rows = [r for r in res.sets["train/single-summarize-8.jsonl"] if r.task == "summarize"]
     assert {r.instruction for r in rows} == {TASKS["summarize"].instruction()}
     assert replace(rows[0]) == rows[0]
+
+
+def test_training_only_source_never_reaches_the_held_out_split(tmp_path):
+    """``holdout: false`` (the demo's genre supplement): its documents are trained on, never held out,
+    and the held-out documents are exactly those of the build without it."""
+    def build(name, sources):
+        args = DataBuildArguments(output_dir=str(tmp_path / name), sources=sources, sizes=[], mixed_sizes=[16],
+                                  benign_ratio=1.0, eval_per_domain=30, layout="after", target_max_words=15,
+                                  document_max_words=60, instruction_rows=0, export_paper=False)
+        res = run_build(args, log=lambda *_: None)
+        held = {r.meta["doc_id"] for r in read_records(res.output_dir / "eval" / "grid-paper.jsonl")}
+        train = {r.meta["doc_id"] for r in res.sets["train/mixed-16.jsonl"]}
+        return held, train
+
+    balance = {d.id for d in load_demo_corpus("balance")}
+    held_main, _ = build("main", [{"demo": "main"}])
+    held, train = build("both", [{"demo": "main"}, {"demo": "balance", "holdout": False}])
+    assert held == held_main and not held & balance
+    assert train & balance and not train & held

@@ -100,6 +100,12 @@ def test_demo_sources():
     assert {d.domain for d in main.docs} == {"malicious", "news", "useful"}
     instr = load_source(_spec(demo="instructions"))
     assert len(instr.records) >= 50 and all(r.task == "instruction" and r.response for r in instr.records)
+    balance = load_source(parse_sources([{"demo": "balance", "holdout": False}])[0])
+    assert balance.summary()["holdout"] is False and {d.domain for d in balance.docs} == {"malicious", "news", "useful"}
+    with pytest.raises(DataError, match=r"demo corpus 'nope': unknown; one of \('main', 'external', 'balance'\)"):
+        load_source(_spec(demo="nope"))
+    with pytest.raises(ConfigError, match=r"sources\[0\]: holdout must be true or false, got 'no'"):
+        parse_sources([{"demo": "main", "holdout": "no"}])
 
 
 @pytest.mark.parametrize(

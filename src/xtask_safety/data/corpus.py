@@ -8,6 +8,9 @@ The demo corpus (``data/demo/corpus_*.jsonl``) was written for this project: its
 documents state a harmful goal and the shape of a procedure with every operational detail replaced
 by a marker; ``external.jsonl`` is a smaller set written separately, in other genres and with
 other markers, to check that a defense generalises beyond the corpus it was trained on.
+``balance.jsonl`` is a training-only supplement: benign documents in the genres the main corpus gives
+mostly to malicious ones (emails, chat logs, forum posts) and malicious ones in the genres it gives
+mostly to news (news reports, features, interviews), so that genre does not stand in for intent.
 """
 
 from __future__ import annotations
@@ -69,12 +72,24 @@ def load_corpus_file(path: str | Path, source: str | None = None) -> list[Corpus
     return docs
 
 
-def load_demo_corpus(which: str = "main") -> list[CorpusDoc]:
-    """``main``: the three-domain demo corpus; ``external``: the separately written check set."""
+DEMO_CORPORA = ("main", "external", "balance")
+
+
+def demo_files(which: str) -> list[Path]:
+    """The files of a bundled corpus: ``main`` (three domains), ``external`` (the separately written
+    check set) or ``balance`` (a training-only supplement that spreads genres across domains)."""
     d = demo_dir()
-    files = sorted(d.glob("corpus_*.jsonl")) if which == "main" else [d / "external.jsonl"]
-    if which not in ("main", "external") or not files or not all(f.is_file() for f in files):
+    if which not in DEMO_CORPORA:
+        raise DataError(f"demo corpus {which!r}: unknown; one of {DEMO_CORPORA}")
+    files = sorted(d.glob("corpus_*.jsonl")) if which == "main" else [d / f"{which}.jsonl"]
+    if not files or not all(f.is_file() for f in files):
         raise DataError(f"demo corpus {which!r}: files missing under {d}")
+    return files
+
+
+def load_demo_corpus(which: str = "main") -> list[CorpusDoc]:
+    """The documents of a bundled corpus (see ``demo_files``)."""
+    files = demo_files(which)
     docs: list[CorpusDoc] = []
     for f in files:
         docs.extend(load_corpus_file(f, source=f"demo/{f.name}"))

@@ -251,6 +251,7 @@ class _Inputs:
     eval_records: list[Record]
     instr: list[Record]
     heldout: list[CorpusDoc] = field(default_factory=list)
+    never_held: set[tuple[str, str]] = field(default_factory=set)  # (source, id) of ``holdout: false`` sources
     eval_texts: list[str] = field(default_factory=list)
     doc_dups: dict[str, Any] = field(default_factory=dict)
     instr_dups: dict[str, int] = field(default_factory=dict)
@@ -315,7 +316,8 @@ def _split_roles(loaded: list[LoadedSource]) -> _Inputs:
     instr = [r for s in loaded if s.spec.role == "train" for r in s.records]
     if not any(d.domain == MALICIOUS for d in train_docs):
         raise DataError("sources: no training documents with domain 'malicious'")
-    return _Inputs(loaded, train_docs, eval_docs, eval_records, instr)
+    never = {(d.source, d.id) for s in loaded if s.spec.role == "train" and not s.spec.holdout for d in s.docs}
+    return _Inputs(loaded, train_docs, eval_docs, eval_records, instr, never_held=never)
 
 
 def _deduplicate(inputs: _Inputs, args: DataBuildArguments) -> None:
@@ -331,7 +333,10 @@ def _deduplicate(inputs: _Inputs, args: DataBuildArguments) -> None:
 def _remove_leakage(inputs: _Inputs, args: DataBuildArguments) -> None:
     """Hold documents out, then drop (or, ``leakage: error``, refuse) training items matching evaluation."""
     if args.eval_per_domain:
-        inputs.train_docs, inputs.heldout = split_corpus(inputs.train_docs, args.eval_per_domain, args.seed)
+        fixed = [d for d in inputs.train_docs if (d.source, d.id) in inputs.never_held]
+        pool = [d for d in inputs.train_docs if (d.source, d.id) not in inputs.never_held]
+        train, inputs.heldout = split_corpus(pool, args.eval_per_domain, args.seed)
+        inputs.train_docs = train + fixed
     train_docs, instr = inputs.train_docs, inputs.instr
     eval_texts = ([d.document for d in inputs.heldout + inputs.eval_docs]
                   + [r.document for r in inputs.eval_records])

@@ -7,6 +7,7 @@ A source is described by a small mapping (a recipe's ``sources:`` entry), e.g.::
     {hf: ./alpaca_saved, kind: instructions}                 # datasets.load_from_disk / load_dataset
     {path: eval_malicious.json, format: paper_eval, role: eval}
     {demo: main}                                             # the bundled demo corpus
+    {demo: balance, holdout: false}                          # training only: never held out
 
 Every document gets a ``domain`` (given, or read from ``domain_field``) and a ``source`` tag (default:
 the file or dataset name). Errors name the file, the row and the column.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from xtask_safety.data.corpus import REF_KEYS, CorpusDoc, demo_dir, load_demo_corpus
+from xtask_safety.data.corpus import REF_KEYS, CorpusDoc, demo_dir, demo_files, load_demo_corpus
 from xtask_safety.errors import ConfigError, DataError
 from xtask_safety.records import Record, read_jsonl
 
@@ -39,10 +40,11 @@ class SourceSpec:
 
     path: str | None = None
     hf: str | None = None  # HF dataset name, or a local dataset directory
-    demo: str | None = None  # main | external | instructions
+    demo: str | None = None  # main | external | balance | instructions
     format: str | None = None  # default: from the extension / kind
     kind: str = "documents"  # documents | instructions (Alpaca-style instruction, input, output)
     role: str = "train"  # train | eval (evaluation documents: held out of every training set)
+    holdout: bool = True  # false: never drawn into the held-out split (a training-only supplement)
     domain: str | None = None
     domain_field: str | None = None
     source: str | None = None  # tag; default: file or dataset name
@@ -80,6 +82,8 @@ class SourceSpec:
             raise ConfigError(f"{where}: kind must be one of {KINDS}, got {spec.kind!r}")
         if spec.role not in ROLES:
             raise ConfigError(f"{where}: role must be one of {ROLES}, got {spec.role!r}")
+        if not isinstance(spec.holdout, bool):
+            raise ConfigError(f"{where}: holdout must be true or false, got {spec.holdout!r}")
         if spec.format is not None and spec.format not in FORMATS:
             raise ConfigError(f"{where}: format must be one of {FORMATS}, got {spec.format!r}")
         if spec.limit is not None and (not isinstance(spec.limit, int) or spec.limit < 1):
@@ -127,7 +131,8 @@ class LoadedSource:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "source": self.name, "kind": self.spec.kind, "role": self.spec.role, "format": self.format,
+            "source": self.name, "kind": self.spec.kind, "role": self.spec.role, "holdout": self.spec.holdout,
+            "format": self.format,
             "location": self.spec.path or self.spec.hf or f"demo:{self.spec.demo}",
             "domain": self.spec.domain or (f"column {self.spec.domain_field}" if self.spec.domain_field else None),
             "sha256": self.sha256, "rows_read": self.rows_read, "rows_skipped": self.rows_skipped,
@@ -396,8 +401,8 @@ def load_source(spec: SourceSpec) -> LoadedSource:
             loaded = load_source(inner)
             loaded.spec, loaded.format = spec, "demo"
             return loaded
-        docs = load_demo_corpus(spec.demo)  # main | external
-        files = sorted(demo_dir().glob("corpus_*.jsonl")) if spec.demo == "main" else [demo_dir() / "external.jsonl"]
+        docs = load_demo_corpus(spec.demo)  # main | external | balance
+        files = demo_files(spec.demo)
         h = hashlib.sha256(b"".join(bytes.fromhex(file_sha256(f)) for f in files)).hexdigest()
         docs = docs[: spec.limit] if spec.limit else docs
         return LoadedSource(spec, name, fmt, h, docs=docs, rows_read=len(docs))
