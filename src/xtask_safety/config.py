@@ -84,6 +84,16 @@ class DefenseArguments:
         metadata={"help": "Save the adapter of the decision_dev_file reading with the best balanced score (malicious "
                           "refused, benign answered) instead of the last step's: early stopping without generation."},
     )
+    decision_calibrate_steps: int = field(
+        default=0,
+        metadata={"help": "After training (and step selection), up to N small steps that move only the refuse-or-answer "
+                          "threshold: each trains on one batch of benign or malicious training rows, whichever side "
+                          "the decision_dev_file reading says is short; the best-balanced reading is kept "
+                          "(train/calibrate.py). 0: off."},
+    )
+    decision_calibrate_lr: float = field(
+        default=2e-4, metadata={"help": "Learning rate of the calibration steps (a fresh AdamW)."}
+    )
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     run_group: str | None = field(default=None, metadata={"help": "Tracking group (e.g. a sweep name)."})
 
@@ -97,7 +107,11 @@ class DefenseArguments:
             raise ConfigError("decision_select: needs decision_dev_file (the development records it reads)")
         if self.decision_eval_steps < 1:
             raise ConfigError(f"decision_eval_steps: must be positive, got {self.decision_eval_steps}")
-        check_counts(self, non_negative=("decision_eval_start",))
+        check_counts(self, non_negative=("decision_eval_start", "decision_calibrate_steps"))
+        if self.decision_calibrate_steps and not self.decision_dev_file:
+            raise ConfigError("decision_calibrate_steps: needs decision_dev_file (the development records it reads)")
+        if not self.decision_calibrate_lr > 0:
+            raise ConfigError(f"decision_calibrate_lr: must be positive, got {self.decision_calibrate_lr}")
         self.task_weights = parse_mapping(self.task_weights, "task_weights")
 
 

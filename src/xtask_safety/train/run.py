@@ -141,8 +141,11 @@ def train(margs: ModelArguments, dargs: DefenseArguments, sft_args: Any, progres
     tracked = _start_tracking(run, resume, is_main)
     trainer = _build_trainer(run, inputs, resume)
     adapter_dir = Path(sft_args.output_dir)
-    result = _train_and_save(trainer, sft_args, resume, adapter_dir)
+    calibration: dict[str, Any] = {}
+    result = _train_and_save(trainer, sft_args, resume, adapter_dir,
+                             calibrate=_calibrator(run, calibration) if dargs.decision_calibrate_steps else None)
     summary = _summary(run, trainer, result, resume, adapter_dir, tracked)
+    summary["calibration"] = calibration or None
     if trainer.is_world_process_zero():
         write_model_card(adapter_dir, margs, dargs, summary, trainer.state.log_history,
                          recipe_file=tracked.recipe_file, manifest=data.manifest)
@@ -325,8 +328,10 @@ def _build_trainer(run: _Run, inputs: _TrainerInputs, resume: str | None) -> Any
     return trainer
 
 
-def _train_and_save(trainer: Any, sft_args: Any, resume: str | None, adapter_dir: Path) -> Any:
-    """Train (or restore a run killed after its last step) and save the final adapter; the Trainer's result."""
+def _train_and_save(trainer: Any, sft_args: Any, resume: str | None, adapter_dir: Path,
+                    calibrate: Any = None) -> Any:
+    """Train (or restore a run killed after its last step), calibrate the threshold when asked, and save the
+    final adapter; the Trainer's result."""
     from xtask_safety.train import checkpoints
 
     with checkpoints.write_failures_reported(sft_args.output_dir):
@@ -336,6 +341,8 @@ def _train_and_save(trainer: Any, sft_args: Any, resume: str | None, adapter_dir
         else:
             result = trainer.train(resume_from_checkpoint=resume)
         faults.point("train.final")
+        if calibrate is not None:
+            calibrate(trainer)
         if getattr(trainer, "is_fsdp_enabled", False):
             # checkpoints stay sharded; the final adapter is gathered into one safetensors file (PEFT's FSDP recipe)
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
@@ -391,6 +398,25 @@ def _decision_callback(dargs: DefenseArguments, margs: ModelArguments, tokenizer
                                   every=dargs.decision_eval_steps, start=dargs.decision_eval_start,
                                   template=margs.prompt_template,
                                   system_prompt=margs.system_prompt, select=dargs.decision_select)
+
+
+def _calibrator(run: _Run, out: dict[str, Any]) -> Any:
+    """The post-training threshold calibration (train/calibrate.py) as a function of the trainer; its
+    result goes into ``out``. Single-process only: it reads and steps on the main process's model."""
+    from xtask_safety.data.builder import load_refusals
+    from xtask_safety.train.calibrate import calibrate_threshold
+
+    if run.world_size > 1:
+        raise ConfigError("decision_calibrate_steps: single-process runs only (it steps on one process's model)")
+    dargs, margs = run.dargs, run.margs
+
+    def calibrate(trainer: Any) -> None:
+        out.update(calibrate_threshold(
+            trainer, read_records(dargs.decision_dev_file), load_refusals(), dargs.decision_calibrate_steps,
+            dargs.decision_calibrate_lr, curve=Path(run.sft_args.output_dir) / "decision_curve.jsonl",
+            template=margs.prompt_template, system_prompt=margs.system_prompt, seed=run.sft_args.seed))
+
+    return calibrate
 
 
 def _count_quantized(model: Any) -> int:
