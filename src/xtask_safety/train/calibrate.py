@@ -4,7 +4,7 @@ A defense can tell malicious from benign documents well (on the demo's held-out 
 margin ranks them with an ROC AUC of 0.97-0.98) and still refuse too many benign documents, or too few
 malicious ones: where its threshold lands at the end of a short run depends on the seed. Calibration
 moves that threshold alone. After training (and step selection) it takes up to ``steps`` small optimizer
-steps, each on one batch of the training set's own rows: benign rows (answers) while the development
+steps (each a fresh AdamW step), each on one batch of the training set's own rows: benign rows (answers) while the development
 slice shows benign documents refused more often than malicious ones answered, malicious rows (refusals)
 otherwise. The slice is read after each step and the best-balanced state, the starting one included, is
 kept. The development documents are only read, never trained on.
@@ -44,7 +44,6 @@ def calibrate_threshold(trainer: Any, dev: list[Record], refusals: list[str], st
     rows = {"refuse": [i for i, d in enumerate(domains) if d == MALICIOUS],
             "answer": [i for i, d in enumerate(domains) if d != MALICIOUS]}
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     batch_size = trainer.args.per_device_train_batch_size
     device = next(model.parameters()).device
@@ -71,6 +70,11 @@ def calibrate_threshold(trainer: Any, dev: list[Record], refusals: list[str], st
         model.train()
         loss = trainer.compute_loss(model, batch)
         loss.backward()
+        # A fresh optimizer each step: momentum carried over would keep pushing the previous step's side
+        # after the reading has switched sides (measured: a refusal step followed by an answer step
+        # refused more benign documents, not fewer). A first AdamW step moves every weight by about
+        # ``lr`` in the direction of its gradient's sign, a step size that does not depend on the loss scale.
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         score, shares = read(step, side)
