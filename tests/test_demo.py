@@ -2,8 +2,10 @@
 and every stage reused on a rerun."""
 
 import json
+from pathlib import Path
 
 from xtask_safety.cli import main
+from xtask_safety.demo import decision_curve
 
 TINY_TRAIN = """\
 use_peft: true
@@ -76,7 +78,11 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert [s["seed"] for s in results["seeds"]] == [0, 1] and len(results["goals"]) == 2
     assert set(results["base"]) == {"malicious", "news", "useful"} and results["base_external"]["news"]["n"] == 2
     assert all(s["external"]["malicious"]["n"] == 2 for s in results["seeds"])  # 1 document x 2 tasks
+    assert (run / "decision_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(s["decision"]["selected_step"] in (1, 2) and [r["step"] for r in s["decision"]["readings"]] == [1, 2]
+               for s in results["seeds"])
     report = (run / "report.md").read_text()
+    assert "| 1 | step 2" in report and "![decision during training](decision_curve.png)" in report
     assert "| defended, seed 1 |" in report and "external set" in report and "| summarize |" in report
     assert "What the defense did" in out and "seed 1: malicious" in out
     cells = json.loads((run / "sweep_results.json").read_text())["runs"]
@@ -104,3 +110,30 @@ def test_demo_dry_run_plans_the_default_recipe(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 cells (3 defenses to train" in out and "recipes/smollm2-135m/demo/config_cpu.yaml" in out
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_dry_run_plans_the_longer_profile(tmp_path, capsys):
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "demo" / "long.yaml")
+    assert main(["demo", "--config", recipe, "--dry_run", "true", "--output_dir", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells (1 defenses to train" in out or "2 cells (1 defense to train" in out, out
+    assert not (tmp_path / "d").exists()
+
+
+def test_decision_curve_keeps_the_last_reading_per_step_and_the_last_calibration_pass(tmp_path):
+    share = {"malicious": 0.5, "news": 0.0, "useful": 0.25}
+    lines = [{"step": 5, "refuse_share": share, "score": 0.5},
+             {"step": 10, "refuse_share": share, "score": 0.6},
+             {"step": 10, "refuse_share": {**share, "malicious": 1.0}, "score": 0.9},  # a resumed run read step 10 again
+             {"selected_step": 10, "score": 0.9},
+             {"calibration_step": 0, "side": None, "refuse_share": share, "score": 0.9},
+             {"calibration_step": 0, "side": None, "refuse_share": share, "score": 0.9},  # calibration restarted
+             {"calibration_step": 1, "side": "answer", "refuse_share": share, "score": 0.95},
+             {"calibration_kept": 1, "score": 0.95}]
+    path = tmp_path / "decision_curve.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    curve = decision_curve(path)
+    assert [r["step"] for r in curve["readings"]] == [5, 10] and curve["readings"][1]["refuse_share"]["malicious"] == 1.0
+    assert curve["selected_step"] == 10 and curve["calibration_kept"] == 1
+    assert [r["calibration_step"] for r in curve["calibration"]] == [0, 1]
+    assert decision_curve(tmp_path / "missing.jsonl") is None

@@ -17,6 +17,7 @@ recipe (``--seeds 0 1 2``, ``--output_dir``, ``--dry_run``); ``--config`` runs a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from xtask_safety.errors import ConfigError
@@ -82,7 +83,7 @@ def _summary(plan: Any, cell: Any, grid: str = "") -> dict[str, Any]:
 def write_report(plan: Any, base: Any, defended: list[Any], seconds: float) -> dict[str, Any]:
     """``report.md``, ``chart.png`` and ``results.json`` in the demo's folder; returns the results."""
     from xtask_safety.records import atomic_write_text, write_json
-    from xtask_safety.report.plots import before_after_chart
+    from xtask_safety.report.plots import before_after_chart, decision_curve_chart
 
     args, judge, root = plan.args, plan.args.primary_judge, plan.dir.root
     tasks = args.eval_task_list
@@ -102,6 +103,9 @@ def write_report(plan: Any, base: Any, defended: list[Any], seconds: float) -> d
         "goals": goal_checks(before, per_seed),
         "seconds": round(seconds, 1),
     }
+    curves = {s["seed"]: s["decision"] for s in per_seed if s.get("decision")}
+    if curves:
+        decision_curve_chart(curves, DOMAINS, root / "decision_curve.png")
     write_json(root / "results.json", results)
     atomic_write_text(root / "report.md", report_markdown(plan, before, per_seed, results))
     _log(f"report: {root / 'report.md'}, chart: {chart}, results: {root / 'results.json'}")
@@ -131,11 +135,56 @@ def seed_result(plan: Any, base: Any, cell: Any) -> dict[str, Any]:
            "per_task": {t: {d: (after["cells"].get(t, {}).get(d) or {}).get("rate") for d in DOMAINS}
                         for t in plan.args.eval_task_list},
            "paired_mcnemar": paired}
+    curve = decision_curve(plan.adapter_dir(cell) / "decision_curve.jsonl")
+    if curve:
+        out["decision"] = curve
     if "external" in plan.extra:
         ext = _summary(plan, cell, "external")["judges"][judge]
         out["after_external"] = ext
         out["external"] = {d: _rate(ext, d) for d in DOMAINS}
     return out
+
+
+def decision_curve(path: Path) -> dict[str, Any] | None:
+    """The training run's ``decision_curve.jsonl``: readings by step (the last one wins where a resumed run
+    read a step twice), the step saved, and the last calibration pass. None when the run read no curve."""
+    import json
+
+    if not path.is_file():
+        return None
+    readings: dict[int, dict[str, Any]] = {}
+    out: dict[str, Any] = {"selected_step": None, "calibration": [], "calibration_kept": None}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if "step" in rec:
+            readings[rec["step"]] = {"step": rec["step"], "refuse_share": rec["refuse_share"], "score": rec.get("score")}
+        elif "selected_step" in rec:
+            out["selected_step"] = rec["selected_step"]
+        elif "calibration_step" in rec:
+            if rec["calibration_step"] == 0:
+                out["calibration"] = []
+            out["calibration"].append({k: rec.get(k) for k in ("calibration_step", "side", "refuse_share", "score")})
+        elif "calibration_kept" in rec:
+            out["calibration_kept"] = rec["calibration_kept"]
+    out["readings"] = [readings[k] for k in sorted(readings)]
+    return out if out["readings"] else None
+
+
+def decision_table(per_seed: list[dict[str, Any]]) -> str:
+    """Per seed and reading: the share of development-slice prompts answered per domain."""
+    lines = ["| seed | reading | malicious answered | news answered | useful answered |", "|---|---|---|---|---|"]
+    for s in per_seed:
+        curve = s.get("decision")
+        if not curve:
+            continue
+        rows = [(f"step {r['step']}" + (" (saved)" if r["step"] == curve["selected_step"] else ""), r)
+                for r in curve["readings"]]
+        rows += [(f"calibration {r['calibration_step']}" + (f", {r['side']}" if r["side"] else "")
+                  + (" (kept)" if r["calibration_step"] == curve["calibration_kept"] else ""), r)
+                 for r in curve["calibration"] if r["calibration_step"] > 0]
+        lines += [f"| {s['seed']} | {name} | " + " | ".join(_pct(1 - r["refuse_share"][d]) for d in DOMAINS) + " |"
+                  for name, r in rows]
+    return "\n".join(lines)
 
 
 def goal_checks(before: dict[str, Any], per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,6 +278,7 @@ def report_markdown(plan: Any, before: dict[str, Any], per_seed: list[dict[str, 
         *[f"| {s['seed']} | {dom} | {p['n_pairs']} | {p['a_pass_b_fail']} | {p['a_fail_b_pass']} | {p['p_value']:.2g} |"
           for s in per_seed for dom, p in s["paired_mcnemar"].items()],
         "",
+        *_decision_section(per_seed),
         "## Examples after the defense (malicious text redacted unless `--show_text`)",
         "",
         *_examples(first["scored"], args.show_text),
@@ -237,6 +287,16 @@ def report_markdown(plan: Any, before: dict[str, Any], per_seed: list[dict[str, 
         "",
     ]
     return "\n".join(md)
+
+
+def _decision_section(per_seed: list[dict[str, Any]]) -> list[str]:
+    if not any(s.get("decision") for s in per_seed):
+        return []
+    return ["## The decision during training, read on the development slice", "",
+            "Share of development-slice prompts (held-out documents, never evaluated) whose first completion token "
+            "opens an answer rather than a refusal; no generation. The saved adapter is the reading with the best "
+            "balance; calibration steps, when enabled, start from it (`decision_calibrate_steps`, docs/training.md).",
+            "", decision_table(per_seed), "", "![decision during training](decision_curve.png)", ""]
 
 
 def _examples(rows: list[dict], show: bool, per_domain: int = 2) -> list[str]:
@@ -268,12 +328,17 @@ def print_summary(results: dict[str, Any]) -> None:
                          f"({worst}: {_pct(s['per_task'][worst]['malicious'])})")
         for dom in BENIGN:
             if not g[dom]:
-                short.append(f"refuses too many {dom} documents ({_pct(s['rates'][dom]['mean_over_tasks'])} processed, "
-                             f"base {_pct(base[dom]['mean_over_tasks'])})")
-        lines.append(f"  seed {s['seed']}: " + ("meets the demo's goals" if not short else "; ".join(short)))
-    if results.get("base_external") and results["seeds"][0].get("external"):
-        e = results["seeds"][0]["external"]
-        lines.append(f"  on the external set (seed {results['seeds'][0]['seed']}): malicious "
-                     f"{_pct(e['malicious']['mean_over_tasks'])}, news {_pct(e['news']['mean_over_tasks'])}, "
-                     f"useful {_pct(e['useful']['mean_over_tasks'])} processed")
+                short.append(f"also refuses some {dom} documents ({_pct(s['rates'][dom]['mean_over_tasks'])} processed, "
+                             f"base model {_pct(base[dom]['mean_over_tasks'])})")
+        lines.append(f"  seed {s['seed']}: " + ("refuses the malicious documents and processes the benign ones about as "
+                                                 "often as the base model" if not short else "; ".join(short)))
+    if results.get("base_external"):
+        b = results["base_external"]
+        lines.append("On documents written by another hand (the external set; base model: malicious "
+                     f"{_pct(b['malicious']['mean_over_tasks'])}, news {_pct(b['news']['mean_over_tasks'])}, "
+                     f"useful {_pct(b['useful']['mean_over_tasks'])} processed):")
+        for s in results["seeds"]:
+            if e := s.get("external"):
+                lines.append(f"  seed {s['seed']}: malicious {_pct(e['malicious']['mean_over_tasks'])}, "
+                             f"news {_pct(e['news']['mean_over_tasks'])}, useful {_pct(e['useful']['mean_over_tasks'])}")
     print("\n".join(lines), flush=True)

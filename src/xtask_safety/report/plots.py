@@ -265,3 +265,45 @@ def utility_chart(curves: dict[str, Any], stem: str | Path, title: str = "") -> 
     axes[0][-1].legend(fontsize=7, loc="best", title="defended", title_fontsize=7)
     fig.suptitle(title or "Per-task utility vs defense size (benign documents)", fontsize=11)
     return save_png_svg(fig, stem)
+
+
+def decision_curve_chart(curves: dict[int, dict[str, Any]], domains: list[str], path: str | Path) -> Path:
+    """One panel per training seed: the share of development-slice prompts answered (first-token decision)
+    per domain at each reading during training and, shaded, at each calibration step (which starts from the
+    saved reading); dotted lines mark the reading saved and the calibration step kept."""
+    plt = _plt()
+    seeds = sorted(curves)
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.2 * len(seeds), 3.4), sharey=True, squeeze=False)
+    colors = {"malicious": "#c0392b", "news": "#1f6fb2", "useful": "#27ae60"}
+    for ax, seed in zip(axes[0], seeds, strict=True):
+        curve = curves[seed]
+        steps = [r["step"] for r in curve["readings"]]
+        gap = (steps[-1] - steps[-2]) / 2 if len(steps) > 1 else 1
+        cal = curve["calibration"] if steps else []
+        cal_x = [steps[-1] + gap * r["calibration_step"] for r in cal]
+        for dom in domains:
+            ax.plot(steps, [100 * (1 - r["refuse_share"][dom]) for r in curve["readings"]],
+                    marker="o", ms=3, color=colors.get(dom), label=dom)
+            if cal:
+                ax.plot(cal_x, [100 * (1 - r["refuse_share"][dom]) for r in cal], ls="--", marker=".", color=colors.get(dom))
+        if curve["selected_step"] is not None:
+            ax.axvline(curve["selected_step"], color="#555", lw=0.8, ls=":")
+        if len(cal_x) > 1:
+            ax.axvspan(cal_x[0], cal_x[-1], color="#f3e9c6", alpha=0.6, lw=0)
+            if curve.get("calibration_kept") is not None:
+                ax.axvline(steps[-1] + gap * curve["calibration_kept"], color="#8a6d00", lw=0.8, ls=":")
+        if len(cal_x) > 1:
+            ax.set_xticks([*steps, *cal_x[1:]], [str(x) for x in steps] + [f"c{r['calibration_step']}" for r in cal[1:]],
+                          fontsize=7)
+        ax.set_title(f"seed {seed}")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("answered (%), development slice")
+    axes[0][-1].legend(loc="center right", fontsize=8)
+    calibrated = any(len(curves[s]["calibration"]) > 1 for s in seeds)
+    fig.supxlabel("training step" + (", then calibration steps c1, c2, … (shaded)" if calibrated else ""), fontsize=9)
+    fig.suptitle("Refuse-or-answer decision during training (dotted: the step saved)")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
