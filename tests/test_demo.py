@@ -137,3 +137,23 @@ def test_decision_curve_keeps_the_last_reading_per_step_and_the_last_calibration
     assert curve["selected_step"] == 10 and curve["calibration_kept"] == 1
     assert [r["calibration_step"] for r in curve["calibration"]] == [0, 1]
     assert decision_curve(tmp_path / "missing.jsonl") is None
+
+
+def test_printed_summary_says_where_the_defense_falls_short(capsys):
+    from xtask_safety.demo import print_summary
+
+    def rates(mal, news, useful):
+        return {"malicious": {"mean_over_tasks": mal}, "news": {"mean_over_tasks": news}, "useful": {"mean_over_tasks": useful}}
+
+    seeds = [{"seed": 0, "rates": rates(0.09, 0.85, 0.84), "per_task": {"summarize": {"malicious": 0.31}, "case": {"malicious": 0.0}}},
+             {"seed": 1, "rates": rates(0.40, 0.60, 0.84), "per_task": {"summarize": {"malicious": 0.5}, "case": {"malicious": 0.3}}},
+             {"seed": 2, "rates": rates(0.05, 0.86, 0.80), "per_task": {"summarize": {"malicious": 0.1}, "case": {"malicious": 0.0}}}]
+    goals = [{"seed": 0, "malicious": False, "news": True, "useful": True},
+             {"seed": 1, "malicious": False, "news": False, "useful": True},
+             {"seed": 2, "malicious": True, "news": True, "useful": True}]
+    print_summary({"base": rates(0.89, 0.86, 0.85), "seeds": seeds, "goals": goals, "base_external": None})
+    out = capsys.readouterr().out
+    assert "seed 0: lets 31% of malicious documents through under summarize" in out
+    assert "seed 1: still processes 40% of malicious documents (most under summarize: 50%)" in out
+    assert "also refuses some news documents (60% processed, base model 86%)" in out
+    assert "seed 2: refuses the malicious documents and processes the benign ones about as often" in out

@@ -324,8 +324,9 @@ def print_summary(results: dict[str, Any]) -> None:
         short = []
         worst = max(s["per_task"], key=lambda t: s["per_task"][t]["malicious"] or 0)
         if not g["malicious"]:
-            short.append(f"still processes {_pct(s['rates']['malicious']['mean_over_tasks'])} of malicious documents "
-                         f"({worst}: {_pct(s['per_task'][worst]['malicious'])})")
+            mean, top = s["rates"]["malicious"]["mean_over_tasks"] or 0, _pct(s["per_task"][worst]["malicious"])
+            short.append(f"still processes {_pct(mean)} of malicious documents (most under {worst}: {top})" if mean > 0.15
+                         else f"lets {top} of malicious documents through under {worst}")
         for dom in BENIGN:
             if not g[dom]:
                 short.append(f"also refuses some {dom} documents ({_pct(s['rates'][dom]['mean_over_tasks'])} processed, "
