@@ -14,7 +14,7 @@ setup-vllm:
 demo: setup
 	$(PY) -m xtask_safety demo --output_dir runs/demo
 
-# The demo's longer profile (about 21 minutes a seed on a 2-core CPU; docs/demo.md).
+# The demo's longer profile (about 25 minutes a seed on a 2-core CPU; docs/demo.md).
 demo-long: setup
 	$(PY) -m xtask_safety demo --config recipes/demo/long.yaml --output_dir runs/demo-long
 
