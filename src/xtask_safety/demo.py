@@ -148,14 +148,13 @@ def seed_result(plan: Any, base: Any, cell: Any) -> dict[str, Any]:
 def decision_curve(path: Path) -> dict[str, Any] | None:
     """The training run's ``decision_curve.jsonl``: readings by step (the last one wins where a resumed run
     read a step twice), the step saved, and the last calibration pass. None when the run read no curve."""
-    import json
+    from xtask_safety.records import read_jsonl
 
     if not path.is_file():
         return None
     readings: dict[int, dict[str, Any]] = {}
     out: dict[str, Any] = {"selected_step": None, "calibration": [], "calibration_kept": None}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
+    for _, rec in read_jsonl(path):
         if "step" in rec:
             readings[rec["step"]] = {"step": rec["step"], "refuse_share": rec["refuse_share"], "score": rec.get("score")}
         elif "selected_step" in rec:

@@ -279,7 +279,7 @@ def decision_curve_chart(curves: dict[int, dict[str, Any]], domains: list[str], 
         curve = curves[seed]
         steps = [r["step"] for r in curve["readings"]]
         gap = (steps[-1] - steps[-2]) / 2 if len(steps) > 1 else 1
-        cal = curve["calibration"] if steps else []
+        cal = curve["calibration"]  # starts (step 0) from the saved reading, drawn after the last one
         cal_x = [steps[-1] + gap * r["calibration_step"] for r in cal]
         for dom in domains:
             ax.plot(steps, [100 * (1 - r["refuse_share"][dom]) for r in curve["readings"]],
@@ -292,7 +292,6 @@ def decision_curve_chart(curves: dict[int, dict[str, Any]], domains: list[str], 
             ax.axvspan(cal_x[0], cal_x[-1], color="#f3e9c6", alpha=0.6, lw=0)
             if curve.get("calibration_kept") is not None:
                 ax.axvline(steps[-1] + gap * curve["calibration_kept"], color="#8a6d00", lw=0.8, ls=":")
-        if len(cal_x) > 1:
             ax.set_xticks([*steps, *cal_x[1:]], [str(x) for x in steps] + [f"c{r['calibration_step']}" for r in cal[1:]],
                           fontsize=7)
         ax.set_title(f"seed {seed}")
