@@ -57,8 +57,8 @@ def device_and_dtype() -> tuple[str, str]:
     return pick_device_and_dtype()
 
 
-def build_model(scale: str, out: Path) -> Path:
-    """A random-weight Llama of the given shape with the embedded model's tokenizer, saved as safetensors."""
+def build_model(scale: str, out: Path, tokenizer: str = "embedded") -> Path:
+    """A random-weight Llama of the given shape with a tokenizer (default the embedded model's), saved as safetensors."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -67,7 +67,7 @@ def build_model(scale: str, out: Path) -> Path:
     if (out / "config.json").is_file():
         return out
     device, dtype = device_and_dtype()
-    tok = AutoTokenizer.from_pretrained(resolve_model_path("embedded"))
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer))
     cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **SHAPES[scale])
     torch.manual_seed(0)
@@ -76,16 +76,32 @@ def build_model(scale: str, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     del model
+    _free_accelerator(device)
     return out
 
 
-def _peak_memory_gib(device: str) -> float:
+def _free_accelerator(device: str) -> int:
+    """Collect what earlier stages left (PEFT models hold reference cycles) and start a fresh peak; bytes still
+    allocated after that, which the stage's peak then excludes."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if not device.startswith("cuda"):
+        return 0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+def _peak_memory_gib(device: str, resident: int = 0) -> float:
     import resource
 
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**30
+        return (torch.cuda.max_memory_allocated() - resident) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (process peak RSS)
 
 
@@ -102,9 +118,7 @@ def train_bench(model_dir: Path, quantized: bool, plan: dict) -> dict:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=getattr(torch, dtype), bnb_4bit_quant_storage=getattr(torch, dtype))
         kwargs["device_map"] = {"": 0} if device.startswith("cuda") else None
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    resident = _free_accelerator(device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if not quantized:
         model = model.to(device)
@@ -136,8 +150,10 @@ def train_bench(model_dir: Path, quantized: bool, plan: dict) -> dict:
     tokens = plan["train_steps"] * plan["batch"] * plan["seq_len"]
     out = {"setting": "QLoRA 4-bit NF4" if quantized else f"LoRA {dtype}", "steps": plan["train_steps"],
            "tokens_per_step": plan["batch"] * plan["seq_len"], "seconds": round(seconds, 2),
-           "tokens_per_s": round(tokens / seconds, 1), "peak_memory_gib": round(_peak_memory_gib(device), 2),
+           "tokens_per_s": round(tokens / seconds, 1), "peak_memory_gib": round(_peak_memory_gib(device, resident), 2),
            "final_loss": round(loss, 3), "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    model = opt = None  # noqa: F841 (the step closure holds the cells: empty them so the next stage starts clean)
+    _free_accelerator(device)
     return out
 
 
@@ -182,7 +198,8 @@ def make_adapters(model_dir: Path, k: int, out: Path) -> dict[str, str]:
     from transformers import AutoModelForCausalLM
 
     paths = {}
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map=None)
+    device, dtype = device_and_dtype()  # on a GPU: the 7B base in bf16 there, not 28 GB of float32 on the host
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
     for i in range(1, k + 1):
         path = out / f"a{i}"
         if not (path / "adapter_model.safetensors").is_file():
@@ -262,7 +279,8 @@ def markdown(res: dict) -> str:
     for t in res["training"]:
         lines.append(f"| {t['setting']} | {t['steps']} | {t['tokens_per_step']} | {t['tokens_per_s']} | "
                      f"{t['peak_memory_gib']} |")
-    mem = "accelerator memory (`torch.cuda.max_memory_allocated`)" if m.get("gpus") else "process peak RSS (CPU)"
+    mem = ("accelerator memory (`torch.cuda.max_memory_allocated`) above what was still allocated when the setting "
+           "started" if m.get("gpus") else "process peak RSS (CPU)")
     lines += ["", f"Peak memory is {mem}. Several GPUs (ZeRO-3 / FSDP) are not measured by this version.", ""]
     lines += ["## Generation: vLLM multi-LoRA vs the Transformers backend", ""]
     v, h = res.get("vllm"), res["transformers"]
@@ -291,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work_dir", default="runs/bench-gpu", help="Model, adapters, prompts and outputs.")
     p.add_argument("--vllm_python", default=None, help="vLLM environment's interpreter (default: as `generate`).")
     p.add_argument("--skip_vllm", action="store_true", help="Measure training and the Transformers backend only.")
+    p.add_argument("--tokenizer", default="embedded",
+                   help="Tokenizer of the random model: `embedded` or a local directory (a machine without the GGUF).")
     args = p.parse_args(argv)
 
     from xtask_safety.generate.backends import find_vllm_python
@@ -301,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir) / args.scale
     work.mkdir(parents=True, exist_ok=True)
     python = None if args.skip_vllm else find_vllm_python(args.vllm_python)
-    model_dir = build_model(args.scale, work / "model")
+    model_dir = build_model(args.scale, work / "model", args.tokenizer)
     res: dict = {"scale": args.scale, "shape": SHAPES[args.scale], "plan": plan, "machine": machine(),
                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "command": "python benchmarks/bench_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])}

@@ -18,6 +18,10 @@ from xtask_safety.choices import check_choices, check_counts
 from xtask_safety.errors import ConfigError
 
 WEIGHTINGS = ("uniform", "per_task", "balanced", "ratio")
+# Training keys Transformers renamed: the recipes use the new name (5.23+); older releases, which vLLM's
+# environments pin (<5.20, <5.21), know only the old one, so there the new name is read as the old.
+RENAMED_KEYS = {"activation_checkpointing": "gradient_checkpointing",
+                "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}
 
 
 @dataclass
@@ -156,6 +160,12 @@ def parse_recipe(
     parser = TrlParser(types, prog=prog, allow_abbrev=False)
     parser.error = lambda message: _raise(f"{prog}: {message}")  # type: ignore[method-assign]
     parser.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe: its keys set the defaults of the flags.")
+    renames = _renamed_keys(parser)
+    if renames:
+        argv = [_rename_flag(arg, renames) for arg in argv]
+        set_defaults = parser.set_defaults_with_config
+        parser.set_defaults_with_config = lambda **kw: set_defaults(  # type: ignore[method-assign]
+            **{renames.get(k, k): v for k, v in kw.items()})
     if defaults:
         parser.set_defaults(**defaults)
     if positional:
@@ -171,7 +181,7 @@ def parse_recipe(
         from xtask_safety.resources import recipe_path
 
         argv[idx + 1] = str(recipe_path(argv[idx + 1], "--config"))  # recipes/... also from an installed package
-        _check_recipe(argv[idx + 1], parser)
+        _check_recipe(argv[idx + 1], parser, renames)
     try:
         parsed = tuple(parser.parse_args_and_config(argv))
     except ConfigError:
@@ -184,7 +194,20 @@ def parse_recipe(
     return parsed
 
 
-def _check_recipe(path: str, parser: Any) -> None:
+def _renamed_keys(parser: Any) -> dict[str, str]:
+    """The renamed keys this parser knows only by their old name (an older Transformers)."""
+    dests = {a.dest for a in parser._actions}
+    return {new: old for new, old in RENAMED_KEYS.items() if new not in dests and old in dests}
+
+
+def _rename_flag(arg: str, renames: dict[str, str]) -> str:
+    """``--activation_checkpointing[=X]`` (either spelling) as the old flag where only that exists."""
+    flag, sep, value = arg.partition("=")
+    key = flag[2:].replace("-", "_") if flag.startswith("--") else None
+    return f"--{renames[key]}{sep}{value}" if key in renames else arg
+
+
+def _check_recipe(path: str, parser: Any, renames: dict[str, str] | None = None) -> None:
     """The recipe is readable YAML, a mapping, with known keys of the right kinds (named by file and line)."""
     import yaml
 
@@ -203,11 +226,12 @@ def _check_recipe(path: str, parser: Any) -> None:
         raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    renames = renames or {}
     known = {a.dest for a in parser._actions} - {"config"}
-    unknown = sorted(k for k in cfg if k not in known and k != "env")
+    unknown = sorted(k for k in cfg if k not in known and k not in renames and k != "env")
     if unknown:
         raise ConfigError(f"{path}: unknown recipe key(s) {unknown}")
-    _check_types(path, cfg, parser._actions)
+    _check_types(path, {renames.get(k, k): v for k, v in cfg.items()}, parser._actions)
 
 
 def _check_types(path: str, cfg: dict[str, Any], actions: list[Any]) -> None:
