@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from xtask_safety.data.builder import MARKER
 from xtask_safety.data.corpus import load_demo_corpus
 from xtask_safety.data.hygiene import find_leaks
 from xtask_safety.data.pipeline import DataBuildArguments, run_build
@@ -240,3 +241,26 @@ def test_training_only_source_never_reaches_the_held_out_split(tmp_path):
     held, train = build("both", [{"demo": "main"}, {"demo": "balance", "holdout": False}])
     assert held == held_main and not held & balance
     assert train & balance and not train & held
+
+
+def test_marker_dropout_clears_markers_from_training_documents_only(tmp_path):
+    """``marker_dropout: 1``: no withholding marker left in any training row, whatever its domain; the held-out
+    documents keep theirs (the grid is evaluated as written)."""
+    def build(name, rate):
+        args = DataBuildArguments(output_dir=str(tmp_path / name), sources=[{"demo": "main"}], sizes=[],
+                                  mixed_sizes=[32], benign_ratio=1.0, eval_per_domain=30, layout="after",
+                                  document_max_words=60, instruction_rows=0, export_paper=False, marker_dropout=rate)
+        res = run_build(args, log=lambda *_: None)
+        return res.sets["train/mixed-32.jsonl"], read_records(res.output_dir / "eval" / "grid-paper.jsonl")
+
+    def marked(rows):
+        return Counter(r.domain for r in rows if MARKER.search(r.document))
+
+    kept, grid = build("kept", 0.0)
+    dropped, grid_dropped = build("dropped", 1.0)
+    assert set(marked(kept)) == {"malicious", "news", "useful"}  # the corpus marks every domain
+    assert not marked(dropped)
+    assert [r.id for r in dropped] == [r.id for r in kept]  # the same rows, only the markers reworded
+    assert [r.document for r in grid_dropped] == [r.document for r in grid] and marked(grid)
+    with pytest.raises(ConfigError, match="marker_dropout: expected a number from 0 to 1, got 1.5"):
+        DataBuildArguments(output_dir=str(tmp_path / "bad"), marker_dropout=1.5).validate()

@@ -80,6 +80,9 @@ class DataBuildArguments:
     genre_match: float = field(default=0.0, metadata={"help": "Pull benign documents towards the malicious genre mix "
                                                         "(0: the sources' own mix, 1: the malicious mix)."})
     document_max_words: int | None = field(default=None, metadata={"help": "Cut documents to N words first."})
+    marker_dropout: float = field(default=0.0, metadata={
+        "help": "Probability of replacing each withholding marker ([withheld], [redacted], ...) in a training "
+                "document by neutral wording, every domain alike (0: keep them)."})
     instruction_rows: int | None = field(default=None,
                                          metadata={"help": "Instruction-data rows per set (None: all)."})
     eval_per_domain: int = field(default=0, metadata={"help": "Documents per domain held out for evaluation."})
@@ -119,8 +122,9 @@ class DataBuildArguments:
             raise ConfigError("sizes, mixed_sizes: both empty, nothing to build")
         if self.benign_ratio < 0:
             raise ConfigError("benign_ratio: must be >= 0")
-        if not 0.0 <= self.genre_match <= 1.0:
-            raise ConfigError(f"genre_match: expected a number from 0 to 1, got {self.genre_match}")
+        for key in ("genre_match", "marker_dropout"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key}: expected a number from 0 to 1, got {getattr(self, key)}")
         check_choices(self)
         if self.instruction_rows is not None and self.instruction_rows < 0:
             raise ConfigError("instruction_rows: must be >= 0")
@@ -179,6 +183,7 @@ def build_sets(
             phrasings=args.phrasings, layout=args.layout, lead_in=args.lead_in,
             target_max_words=args.target_max_words, document_max_words=args.document_max_words,
             seed=args.seed, exclude_phrasings=tuple(args.exclude_phrasings), genre_match=args.genre_match,
+            marker_dropout=args.marker_dropout,
         )
 
     plans = [("single", [t], f"single-{t}", args.sizes) for t in tasks]
