@@ -152,7 +152,7 @@ def train_bench(model_dir: Path, quantized: bool, plan: dict) -> dict:
            "tokens_per_step": plan["batch"] * plan["seq_len"], "seconds": round(seconds, 2),
            "tokens_per_s": round(tokens / seconds, 1), "peak_memory_gib": round(_peak_memory_gib(device, resident), 2),
            "final_loss": round(loss, 3), "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    model = opt = None  # noqa: F841 (the step closure holds the cells: empty them so the next stage starts clean)
+    model = opt = None  # the step closure holds the cells: empty them so the next stage starts clean
     _free_accelerator(device)
     return out
 
