@@ -43,9 +43,9 @@ EOF
 
 nvidia-smi -L || true
 $PY - <<'EOF' | tee "$OUT/versions.json"
-import importlib.metadata as md, json, torch
+import importlib.metadata as md, importlib.util, json, torch
 names = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "bitsandbytes"]
-info = {n: (md.version(n) if __import__("importlib").util.find_spec(n) else None) for n in names}
+info = {n: md.version(n) if importlib.util.find_spec(n) else None for n in names}
 info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 print(json.dumps(info))
 EOF

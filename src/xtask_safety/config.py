@@ -207,7 +207,7 @@ def _rename_flag(arg: str, renames: dict[str, str]) -> str:
     return f"--{renames[key]}{sep}{value}" if key in renames else arg
 
 
-def _check_recipe(path: str, parser: Any, renames: dict[str, str] | None = None) -> None:
+def _check_recipe(path: str, parser: Any, renames: dict[str, str]) -> None:
     """The recipe is readable YAML, a mapping, with known keys of the right kinds (named by file and line)."""
     import yaml
 
@@ -226,7 +226,6 @@ def _check_recipe(path: str, parser: Any, renames: dict[str, str] | None = None)
         raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
-    renames = renames or {}
     known = {a.dest for a in parser._actions} - {"config"}
     unknown = sorted(k for k in cfg if k not in known and k not in renames and k != "env")
     if unknown:
