@@ -264,3 +264,28 @@ def test_marker_dropout_clears_markers_from_training_documents_only(tmp_path):
     assert [r.document for r in grid_dropped] == [r.document for r in grid] and marked(grid)
     with pytest.raises(ConfigError, match="marker_dropout: expected a number from 0 to 1, got 1.5"):
         DataBuildArguments(output_dir=str(tmp_path / "bad"), marker_dropout=1.5).validate()
+
+
+def test_marker_match_gives_malicious_rows_the_benign_marker_counts(tmp_path):
+    """``marker_match``: malicious training rows carry markers as often as benign ones (a corpus whose malicious
+    documents all carry three to five would otherwise let the marker count stand in for intent); benign rows
+    and the held-out grid are untouched."""
+    def build(name, match):
+        args = DataBuildArguments(output_dir=str(tmp_path / name), sources=[{"demo": "main"}], sizes=[],
+                                  mixed_sizes=[32], benign_ratio=1.0, eval_per_domain=30, layout="after",
+                                  instruction_rows=0, export_paper=False, marker_match=match)
+        res = run_build(args, log=lambda *_: None)
+        return res.sets["train/mixed-32.jsonl"], read_records(res.output_dir / "eval" / "grid-paper.jsonl")
+
+    def share_marked(rows, malicious):
+        rows = [r for r in rows if (r.domain == "malicious") == malicious]
+        return sum(bool(MARKER.search(r.document)) for r in rows) / len(rows)
+
+    kept, grid = build("kept", False)
+    matched, grid_matched = build("matched", True)
+    assert share_marked(kept, True) == 1.0
+    assert 0.35 < share_marked(matched, True) < 0.75  # about the benign share, ~0.5 in the demo corpus
+    assert abs(share_marked(matched, True) - share_marked(matched, False)) < 0.2
+    assert max(len(MARKER.findall(r.document)) for r in matched if r.domain == "malicious") <= 3
+    assert [r.document for r in matched if r.domain != "malicious"] == [r.document for r in kept if r.domain != "malicious"]
+    assert [r.document for r in grid_matched] == [r.document for r in grid]

@@ -47,6 +47,10 @@ class BuildConfig:
     # Probability of replacing each withholding marker ("[withheld]", "[redacted]", ...) in a training
     # document by neutral wording, in every domain alike, so marker density cannot stand in for intent.
     marker_dropout: float = 0.0
+    # Leave each malicious training document as many markers as a benign training document carries (a count
+    # drawn from the benign documents' own counts), the rest reworded: marker presence and count then say
+    # nothing about the label, while markers still appear in both classes as they do in evaluation.
+    marker_match: bool = False
     # Pull each task's benign documents towards the malicious documents' genre mix (chat log, email,
     # news report, ...): 0 keeps the sources' own mix, 1 follows the malicious mix, 0.5 the mean of both.
     # Genre then predicts the refusal less, so it stands in for intent less.
@@ -129,6 +133,9 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
     if need > len(malicious):
         raise DataError(f"defense set: {need} malicious documents per task requested, only {len(malicious)} available")
     malicious_genres = _genre_shares(malicious) if cfg.genre_match else None
+    benign_counts = sorted(len(MARKER.findall(d.document)) for d in docs if d.domain in cfg.benign_domains)
+    if cfg.marker_match and not benign_counts:
+        raise DataError("marker_match: no benign documents in the sources to take marker counts from")
     records: list[Record] = []
     for i, task_name in enumerate(cfg.tasks):
         task = get_task(task_name)
@@ -138,8 +145,11 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
         chosen = (malicious[offset:] + malicious[:offset])[:need]
         for doc in chosen:
             rng = _row_rng(cfg.seed, task_name, doc.id)
-            text, cut = _head(drop_markers(doc.document, cfg.marker_dropout, _row_rng(cfg.seed + 7, task_name, doc.id)),
-                              cfg.document_max_words)
+            marker_rng = _row_rng(cfg.seed + 7, task_name, doc.id)
+            text = doc.document
+            if cfg.marker_match:
+                text = keep_markers(text, marker_rng.choice(benign_counts), marker_rng)
+            text, cut = _head(drop_markers(text, cfg.marker_dropout, marker_rng), cfg.document_max_words)
             shown, _ = task.make_example(text, doc.refs)
             instruction, layout = _instruction(task_name, rng, cfg)
             refusal = rng.choice(refusals).format(verb=task.refusal_verb)
@@ -186,6 +196,14 @@ def drop_markers(text: str, rate: float, rng: random.Random) -> str:
     if rate <= 0:
         return text
     return MARKER.sub(lambda m: rng.choice(NEUTRAL) if rng.random() < rate else m.group(0), text)
+
+
+def keep_markers(text: str, keep: int, rng: random.Random) -> str:
+    """Keep ``keep`` of the text's markers (chosen at random) and replace the others with neutral wording."""
+    found = list(MARKER.finditer(text))
+    kept = set(rng.sample(range(len(found)), min(keep, len(found))))
+    it = iter(range(len(found)))
+    return MARKER.sub(lambda m: m.group(0) if next(it) in kept else rng.choice(NEUTRAL), text)
 
 
 def _row_rng(seed: int, task: str, doc_id: str) -> random.Random:

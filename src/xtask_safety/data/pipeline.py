@@ -83,6 +83,9 @@ class DataBuildArguments:
     marker_dropout: float = field(default=0.0, metadata={
         "help": "Probability of replacing each withholding marker ([withheld], [redacted], ...) in a training "
                 "document by neutral wording, every domain alike (0: keep them)."})
+    marker_match: bool = field(default=False, metadata={
+        "help": "Leave each malicious training document only as many markers as a benign one carries (a count "
+                "drawn from the benign documents), so markers say nothing about the label."})
     instruction_rows: int | None = field(default=None,
                                          metadata={"help": "Instruction-data rows per set (None: all)."})
     eval_per_domain: int = field(default=0, metadata={"help": "Documents per domain held out for evaluation."})
@@ -183,7 +186,7 @@ def build_sets(
             phrasings=args.phrasings, layout=args.layout, lead_in=args.lead_in,
             target_max_words=args.target_max_words, document_max_words=args.document_max_words,
             seed=args.seed, exclude_phrasings=tuple(args.exclude_phrasings), genre_match=args.genre_match,
-            marker_dropout=args.marker_dropout,
+            marker_dropout=args.marker_dropout, marker_match=args.marker_match,
         )
 
     plans = [("single", [t], f"single-{t}", args.sizes) for t in tasks]
