@@ -133,7 +133,8 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
     if need > len(malicious):
         raise DataError(f"defense set: {need} malicious documents per task requested, only {len(malicious)} available")
     malicious_genres = _genre_shares(malicious) if cfg.genre_match else None
-    benign_counts = sorted(len(MARKER.findall(d.document)) for d in docs if d.domain in cfg.benign_domains)
+    benign_counts = (sorted(len(MARKER.findall(d.document)) for d in docs if d.domain in cfg.benign_domains)
+                     if cfg.marker_match else [])
     if cfg.marker_match and not benign_counts:
         raise DataError("marker_match: no benign documents in the sources to take marker counts from")
     records: list[Record] = []
