@@ -75,23 +75,37 @@ def decision_margins(
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(model.parameters()).device
-    out: list[Decision] = []
+    # Longest prompts first, in batches of similar length: whole documents vary several-fold in length, and
+    # a batch in input order is padded to its longest prompt (a failure for lack of memory also shows at once).
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(records)), key=lambda i: -lengths[i])
+    out: list[Decision | None] = [None] * len(records)
     try:
         with torch.no_grad():
-            for start in range(0, len(records), batch_size):
-                chunk = prompts[start:start + batch_size]
-                enc = tokenizer(chunk, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-                logits = model(**enc).logits[:, -1, :].float()
-                logp = torch.log_softmax(logits, dim=-1)
-                for j, rec in enumerate(records[start:start + batch_size]):
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True,
+                                return_tensors="pt").to(device)
+                logp = torch.log_softmax(_last_logits(model, enc).float(), dim=-1)
+                for j, i in enumerate(idx):
+                    rec = records[i]
                     lp_answer = float(logp[j, answer_ids[rec.task]])
                     lp_refuse = float(torch.logsumexp(logp[j, refuse_ids], dim=0))
-                    out.append(Decision(rec.id, rec.task, rec.domain, lp_answer - lp_refuse,
-                                        math.exp(lp_answer), math.exp(lp_refuse)))
+                    out[i] = Decision(rec.id, rec.task, rec.domain, lp_answer - lp_refuse,
+                                      math.exp(lp_answer), math.exp(lp_refuse))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return out
+    return [d for d in out if d is not None]
+
+
+def _last_logits(model: Any, enc: Any) -> Any:
+    """Logits of the last position only (``logits_to_keep=1``: the vocabulary projection of every other
+    position is skipped); models whose forward lacks the argument get the full pass."""
+    try:
+        return model(**enc, logits_to_keep=1).logits[:, -1, :]
+    except TypeError:
+        return model(**enc).logits[:, -1, :]
 
 
 def refusal_shares(decisions: list[Decision]) -> dict[str, float]:

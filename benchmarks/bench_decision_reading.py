@@ -1,0 +1,138 @@
+"""Seconds per reading of the first-token decision margin: length-sorted batches and last-position logits
+vs the earlier reading (batches in input order, logits of every position), same model, same prompts.
+
+The development-slice readings of step selection and calibration run this pass up to 11 times per seed
+in the demo's longer profile. Prompts are the demo corpus's whole documents under the five tasks with the
+paper's instructions, document by document as a development file lists them (``--docs_per_domain`` 14:
+the longer profile's 210 prompts); the model is the embedded SmolLM2-135M-Instruct with a LoRA adapter on
+its top 15 layers, as during training. The two readings alternate ``--repeats`` times so that a shared
+machine's load hits both alike. Reported: median seconds per reading, the speed-up (target >= 1.5x),
+the largest margin difference and the decisions that agree (must be all). Writes
+docs/benchmarks/decision.md.
+
+    nice -n 19 python benchmarks/bench_decision_reading.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_common import machine, median  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks" / "decision.md"
+TARGET = 1.5
+
+
+def records(docs_per_domain: int) -> list:
+    from xtask_safety.data.corpus import load_demo_corpus
+    from xtask_safety.records import Record
+    from xtask_safety.tasks import TASK_NAMES, get_task
+
+    by_domain: dict[str, list] = {}
+    for doc in load_demo_corpus("main"):
+        by_domain.setdefault(doc.domain, []).append(doc)
+    return [Record(id=f"{doc.id}:{task}", task=task, domain=doc.domain, document=doc.document,
+                   instruction=get_task(task).paper_instruction)
+            for dom in sorted(by_domain) for doc in by_domain[dom][-docs_per_domain:] for task in TASK_NAMES]
+
+
+def earlier_reading(model, tokenizer, recs, refusals, batch_size: int) -> list[float]:
+    """The reading as it was: batches in input order, the full logits tensor."""
+    import torch
+
+    from xtask_safety.models import format_prompt
+    from xtask_safety.tasks import get_task
+    from xtask_safety.train.margin import _first_token
+
+    prompts = [format_prompt(tokenizer, r.prompt()) for r in recs]
+    refuse_ids = sorted({_first_token(tokenizer, prompts[0], t.format(verb="do")) for t in refusals})
+    answer_ids = {t: _first_token(tokenizer, prompts[0], get_task(t).lead_in) for t in {r.task for r in recs}}
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(recs), batch_size):
+            enc = tokenizer(prompts[start:start + batch_size], add_special_tokens=False, padding=True,
+                            return_tensors="pt")
+            logp = torch.log_softmax(model(**enc).logits[:, -1, :].float(), dim=-1)
+            for j, rec in enumerate(recs[start:start + batch_size]):
+                out.append(float(logp[j, answer_ids[rec.task]] - torch.logsumexp(logp[j, refuse_ids], dim=0)))
+    tokenizer.padding_side = side
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--docs_per_domain", type=int, default=14)
+    p.add_argument("--batch_size", type=int, default=16, help="as decision_margins' default")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no_write", action="store_true", help="print only; leave docs/ alone")
+    args = p.parse_args()
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from xtask_safety.data.builder import load_refusals
+    from xtask_safety.models import load_model
+    from xtask_safety.train.margin import decision_margins
+
+    loaded = load_model("embedded")
+    layers = loaded.model.config.num_hidden_layers
+    model = get_peft_model(loaded.model, LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM", layers_to_transform=list(range(layers - 15, layers)),
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    model.eval()
+    tok, recs, refusals = loaded.tokenizer, records(args.docs_per_domain), load_refusals()
+    lengths = [len(tok(r.prompt())["input_ids"]) for r in recs]
+    times: dict[str, list[float]] = {"earlier": [], "sorted": []}
+    margins: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        margins["earlier"] = earlier_reading(model, tok, recs, refusals, args.batch_size)
+        times["earlier"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        margins["sorted"] = [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size)]
+        times["sorted"].append(time.perf_counter() - t)
+    diff = max(abs(a - b) for a, b in zip(margins["earlier"], margins["sorted"], strict=True))
+    agree = sum((a < 0) == (b < 0) for a, b in zip(margins["earlier"], margins["sorted"], strict=True))
+    res = {"prompts": len(recs), "tokens_min_median_max": (min(lengths), int(median(lengths)), max(lengths)),
+           "earlier_s": round(median(times["earlier"]), 2), "sorted_s": round(median(times["sorted"]), 2),
+           "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
+           "max_margin_diff": diff, "decisions_agree": agree, "machine": machine(),
+           "threads": torch.get_num_threads()}
+    res["speedup"] = round(res["earlier_s"] / res["sorted_s"], 2)
+    print(res)
+    ok = res["speedup"] >= TARGET and agree == len(recs) and math.isfinite(diff)
+    if not args.no_write:
+        from xtask_safety.records import atomic_write_text
+
+        atomic_write_text(DOC, f"""# Benchmark: development-slice readings of the decision margin
+
+`benchmarks/bench_decision_reading.py --docs_per_domain {args.docs_per_domain} --repeats {args.repeats}` \
+({time.strftime('%Y-%m-%d')}; {res['machine']}).
+
+One reading = the first-token margin of {res['prompts']} prompts (the demo corpus's whole documents under the
+five tasks, paper instructions; tokens per prompt before the chat template, min / median / max {res['tokens_min_median_max'][0]} /
+{res['tokens_min_median_max'][1]} / {res['tokens_min_median_max'][2]}) on the embedded SmolLM2-135M-Instruct with
+a LoRA adapter on its top 15 layers, batches of {args.batch_size}, as the longer demo profile reads its
+development slice up to 11 times per seed.
+
+| reading | median seconds | all runs |
+|---|---|---|
+| earlier: input order, logits of every position | {res['earlier_s']} | {res['all_s']['earlier']} |
+| now: longest prompts first, last-position logits only (`logits_to_keep=1`) | {res['sorted_s']} | {res['all_s']['sorted']} |
+
+Speed-up **{res['speedup']}×** (target ≥ {TARGET}×: {'met' if res['speedup'] >= TARGET else 'not met'}). The two
+readings agree on {agree} of {res['prompts']} decisions; largest margin difference {diff:.2e} nats (padding
+differs between the batchings, so the sums run in a different order).
+""")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
