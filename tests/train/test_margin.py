@@ -104,3 +104,28 @@ def test_decision_select_saves_the_best_reading(tiny_recipe, train_file, tmp_pat
     at_step = {k.replace(".default", ""): v for k, v in seen[1].items()}
     assert torch.equal(saved[lora_a], at_step[lora_a])  # PEFT saves names without the adapter name
     assert not torch.equal(seen[1][next(iter(seen[1]))], seen[3][next(iter(seen[3]))])  # training moved on after step 1
+
+
+def test_margin_keeps_only_the_last_logits_and_falls_back_for_a_plain_forward(tiny_model_dir):
+    loaded = load_model(tiny_model_dir)
+    model, tok = loaded.model, loaded.tokenizer
+    records, refusals = _records(), load_refusals()
+    positions: list[int] = []
+    handle = model.register_forward_hook(lambda _m, _a, out: positions.append(out.logits.shape[1]))
+    try:
+        kept = decision_margins(model, tok, records, refusals, batch_size=4)
+    finally:
+        handle.remove()
+    assert positions == [1, 1]  # two batches, the vocabulary projection of the last position only
+
+    class PlainForward(torch.nn.Module):  # a model whose forward takes no logits_to_keep
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    full = decision_margins(PlainForward(model), tok, records, refusals, batch_size=4)
+    assert [d.id for d in full] == [d.id for d in kept]
+    assert all(math.isclose(a.margin, b.margin, abs_tol=1e-4) for a, b in zip(full, kept, strict=True))
