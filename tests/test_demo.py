@@ -2,6 +2,7 @@
 and every stage reused on a rerun."""
 
 import json
+import re
 from pathlib import Path
 
 from xtask_safety.cli import main
@@ -112,12 +113,17 @@ def test_demo_dry_run_plans_the_default_recipe(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
-def test_demo_dry_run_plans_the_longer_profile(tmp_path, capsys):
-    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "demo" / "long.yaml")
-    assert main(["demo", "--config", recipe, "--dry_run", "true", "--output_dir", str(tmp_path / "d")]) == 0
-    out = capsys.readouterr().out
-    assert "2 cells (1 defenses to train" in out or "2 cells (1 defense to train" in out, out
-    assert not (tmp_path / "d").exists()
+def test_demo_dry_run_plans_the_other_profiles(tmp_path, capsys):
+    build = {}
+    for profile in ("long", "matched"):
+        recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "demo" / f"{profile}.yaml")
+        assert main(["demo", "--config", recipe, "--dry_run", "true", "--output_dir", str(tmp_path / profile)]) == 0
+        out = capsys.readouterr().out
+        assert "2 cells (1 defenses to train" in out or "2 cells (1 defense to train" in out, out
+        build[profile] = re.search(r"build-(\w+)", out).group(1)
+    # The matched profile's data overrides reach the build: its defense set is another one.
+    assert build["long"] != build["matched"]
+    assert not (tmp_path / "long").exists() and not (tmp_path / "matched").exists()
 
 
 def test_decision_curve_keeps_the_last_reading_per_step_and_the_last_calibration_pass(tmp_path):
