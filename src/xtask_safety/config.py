@@ -53,7 +53,8 @@ class DefenseArguments:
     )
     task_weights: Any = field(
         default=None,
-        metadata={"help": "per_task weights: YAML mapping or 'summarize=2,translate=1' (others 1.0)."},
+        metadata={"help": "per_task weights: YAML mapping or 'summarize=2,translate=1' (others 1.0); a task:domain key "
+                          "('cloze:useful=2') weights one task's rows of one domain."},
     )
     defense_ratio: float = field(
         default=0.5, metadata={"help": "ratio weighting: share of total weight on malicious (refusal) rows."}

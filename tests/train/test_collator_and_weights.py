@@ -52,5 +52,15 @@ def test_weighting_strategies():
     assert assign_weights(recs, "per_task", {"cloze": 2}) == [1.0, 1.0, 1.0, 2.0]
     with pytest.raises(ConfigError, match="do not occur"):
         assign_weights(recs, "per_task", {"case": 2})
+    with pytest.raises(ConfigError, match=r"\['cloze:malicious'\] do not occur"):
+        assign_weights(recs, "per_task", {"cloze:malicious": 2})
     with pytest.raises(ConfigError, match="needs both"):
         assign_weights(recs[:3], "ratio")
+
+
+def test_per_task_weights_can_single_out_one_side_of_a_task():
+    recs = _recs([("cloze", "malicious"), ("cloze", "news"), ("cloze", "useful"), ("translate", "malicious"),
+                  ("translate", "news"), ("instruction", "instruction")])
+    w = assign_weights(recs, "per_task", {"cloze": 1.5, "cloze:news": 2, "cloze:useful": 3, "translate:malicious": 2,
+                                          "default": 0.5})
+    assert w == [1.5, 2.0, 3.0, 2.0, 0.5, 0.5]

@@ -23,14 +23,7 @@ def assign_weights(
     if strategy == "uniform":
         base = [1.0] * n
     elif strategy == "per_task":
-        if not task_weights:
-            raise ConfigError("weighting per_task: task_weights is empty")
-        known = {r.task for r in records}
-        extra = sorted(set(task_weights) - known - {"default"})
-        if extra:
-            raise ConfigError(f"task_weights: task(s) {extra} do not occur in the training data")
-        default = task_weights.get("default", 1.0)
-        base = [task_weights.get(r.task, default) for r in records]
+        base = _per_task(records, task_weights)
     elif strategy == "balanced":
         counts = Counter(r.task for r in records)
         k = len(counts)
@@ -45,3 +38,18 @@ def assign_weights(
     else:
         raise ConfigError(f"weighting: unknown strategy {strategy!r}")
     return [float(b) * float(r.weight) for b, r in zip(base, records, strict=True)]
+
+
+def _per_task(records: list[Record], task_weights: dict[str, float] | None) -> list[float]:
+    """``task`` keys weight every row of a task; ``task:domain`` keys (``cloze:useful``, ``translate:malicious``)
+    one task's rows of one domain and take precedence, so the benign and the refusal side of a task can be
+    weighted apart; ``default`` weights the rest (1.0 when absent)."""
+    if not task_weights:
+        raise ConfigError("weighting per_task: task_weights is empty")
+    known = {r.task for r in records} | {f"{r.task}:{r.domain}" for r in records} | {"default"}
+    extra = sorted(set(task_weights) - known)
+    if extra:
+        raise ConfigError(f"task_weights: {extra} do not occur in the training data (keys are a task, "
+                          "task:domain or default)")
+    default = task_weights.get("default", 1.0)
+    return [task_weights.get(f"{r.task}:{r.domain}", task_weights.get(r.task, default)) for r in records]
