@@ -1,14 +1,16 @@
-"""Seconds per reading of the first-token decision margin: length-sorted batches and last-position logits
-vs the earlier reading (batches in input order, logits of every position), same model, same prompts.
+"""Seconds per reading of the first-token decision margin: the reading as it is (each document's shared
+opening read once for all its tasks, longest prompts first, last-position logits only) against the two
+readings before it (every prompt read whole, length-sorted; and the first one: batches in input order, logits
+of every position), same model, same prompts.
 
-The development-slice readings of step selection and calibration run this pass up to 11 times per seed
-in the demo's longer profile. Prompts are the demo corpus's whole documents under the five tasks with the
-paper's instructions, document by document as a development file lists them (``--docs_per_domain`` 14:
-the longer profile's 210 prompts); the model is the embedded SmolLM2-135M-Instruct with a LoRA adapter on
-its top 15 layers, as during training. The two readings alternate ``--repeats`` times so that a shared
-machine's load hits both alike. Reported: median seconds per reading, the speed-up (target >= 1.5x),
-the largest margin difference and the decisions that agree (must be all). Writes
-docs/benchmarks/decision.md.
+The development-slice readings of step selection and calibration run this pass up to 13 times per seed
+in the demo's longer profiles and 8 times in `make demo`. Prompts are the demo corpus's whole documents under
+the five tasks with the paper's instructions, document by document as a development file lists them
+(``--docs_per_domain`` 14: the longer profiles' 210 prompts); the model is the embedded SmolLM2-135M-Instruct
+with a LoRA adapter on its top 15 layers, as during training. The readings alternate ``--repeats`` times so
+that a shared machine's load hits them alike. Reported: median seconds per reading, the speed-ups (target
+>= 1.5x over the reading before), the largest margin difference and the decisions that agree (must be all).
+Writes docs/benchmarks/decision.md.
 
     nice -n 19 python benchmarks/bench_decision_reading.py
 """
@@ -89,25 +91,31 @@ def main() -> int:
     model.eval()
     tok, recs, refusals = loaded.tokenizer, records(args.docs_per_domain), load_refusals()
     lengths = [len(tok(r.prompt())["input_ids"]) for r in recs]
-    times: dict[str, list[float]] = {"earlier": [], "sorted": []}
+    readings = {
+        "earlier": lambda: earlier_reading(model, tok, recs, refusals, args.batch_size),
+        "whole": lambda: [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size,
+                                                              share_prefix=False)],
+        "shared": lambda: [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size)],
+    }
+    times: dict[str, list[float]] = {k: [] for k in readings}
     margins: dict[str, list[float]] = {}
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        margins["earlier"] = earlier_reading(model, tok, recs, refusals, args.batch_size)
-        times["earlier"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        margins["sorted"] = [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size)]
-        times["sorted"].append(time.perf_counter() - t)
-    diff = max(abs(a - b) for a, b in zip(margins["earlier"], margins["sorted"], strict=True))
-    agree = sum((a < 0) == (b < 0) for a, b in zip(margins["earlier"], margins["sorted"], strict=True))
+        for name, read in readings.items():
+            t = time.perf_counter()
+            margins[name] = read()
+            times[name].append(time.perf_counter() - t)
+    pairs = list(zip(*(margins[k] for k in readings), strict=True))
+    diff = max(max(m) - min(m) for m in pairs)
+    agree = sum(len({x < 0 for x in m}) == 1 for m in pairs)
+    sec = {k: round(median(v), 2) for k, v in times.items()}
     res = {"prompts": len(recs), "tokens_min_median_max": (min(lengths), int(median(lengths)), max(lengths)),
-           "earlier_s": round(median(times["earlier"]), 2), "sorted_s": round(median(times["sorted"]), 2),
-           "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
+           "seconds": sec, "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
+           "speedup_over_whole": round(sec["whole"] / sec["shared"], 2),
+           "speedup_over_earlier": round(sec["earlier"] / sec["shared"], 2),
            "max_margin_diff": diff, "decisions_agree": agree, "machine": machine(),
            "threads": torch.get_num_threads()}
-    res["speedup"] = round(res["earlier_s"] / res["sorted_s"], 2)
     print(res)
-    ok = res["speedup"] >= TARGET and agree == len(recs) and math.isfinite(diff)
+    ok = res["speedup_over_whole"] >= TARGET and agree == len(recs) and math.isfinite(diff)
     if not args.no_write:
         from xtask_safety.records import atomic_write_text
 
@@ -119,17 +127,19 @@ def main() -> int:
 One reading = the first-token margin of {res['prompts']} prompts (the demo corpus's whole documents under the
 five tasks, paper instructions; tokens per prompt before the chat template, min / median / max {res['tokens_min_median_max'][0]} /
 {res['tokens_min_median_max'][1]} / {res['tokens_min_median_max'][2]}) on the embedded SmolLM2-135M-Instruct with
-a LoRA adapter on its top 15 layers, batches of {args.batch_size}, as the longer demo profile reads its
-development slice up to 11 times per seed.
+a LoRA adapter on its top 15 layers, batches of {args.batch_size}, as the longer demo profiles read their
+development slice up to 13 times per seed (`make demo`: 8 readings of 90 prompts).
 
 | reading | median seconds | all runs |
 |---|---|---|
-| earlier: input order, logits of every position | {res['earlier_s']} | {res['all_s']['earlier']} |
-| now: longest prompts first, last-position logits only (`logits_to_keep=1`) | {res['sorted_s']} | {res['all_s']['sorted']} |
+| first: input order, logits of every position | {sec['earlier']} | {res['all_s']['earlier']} |
+| every prompt whole: longest first, last-position logits only (`logits_to_keep=1`) | {sec['whole']} | {res['all_s']['whole']} |
+| now: each document's shared opening read once, its cache serving the five task endings | {sec['shared']} | {res['all_s']['shared']} |
 
-Speed-up **{res['speedup']}×** (target ≥ {TARGET}×: {'met' if res['speedup'] >= TARGET else 'not met'}). The two
-readings agree on {agree} of {res['prompts']} decisions; largest margin difference {diff:.2e} nats (padding
-differs between the batchings, so the sums run in a different order).
+Speed-up of the reading now: **{res['speedup_over_whole']}×** over the whole-prompt reading (target ≥ {TARGET}×:
+{'met' if res['speedup_over_whole'] >= TARGET else 'not met'}), {res['speedup_over_earlier']}× over the first. The three
+readings agree on {agree} of {res['prompts']} decisions; largest margin difference {diff:.2e} nats (the batchings
+differ, so the sums run in a different order).
 """)
     return 0 if ok else 1
 

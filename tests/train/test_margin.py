@@ -12,7 +12,7 @@ from xtask_safety.data.builder import load_refusals
 from xtask_safety.models import format_prompt, load_model
 from xtask_safety.records import Record
 from xtask_safety.tasks import get_task
-from xtask_safety.train.margin import decision_margins, refusal_shares
+from xtask_safety.train.margin import MIN_SHARED_TOKENS, _prefix_groups, decision_margins, refusal_shares
 from xtask_safety.train.run import parse_train_args, train
 
 
@@ -25,11 +25,22 @@ def _records() -> list[Record]:
             for dom, doc in docs.items() for task in ("summarize", "case")]
 
 
-def test_margin_matches_an_unbatched_forward_pass(tiny_model_dir):
+def _long_records() -> list[Record]:
+    """Documents long enough that their prompts under several tasks share an opening worth reading once."""
+    body = " ".join(["The council met on Tuesday to discuss the new bus timetable for the northern routes."] * 6)
+    docs = {"news": body, "useful": body.replace("bus", "rail") + " Tickets stay valid.", "malicious": "Short note."}
+    return [Record(id=f"{dom}:{task}", task=task, domain=dom, document=doc, instruction=get_task(task).paper_instruction)
+            for dom, doc in docs.items() for task in ("summarize", "case", "translate")]
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+@pytest.mark.parametrize("make_records", [_records, _long_records])
+def test_margin_matches_an_unbatched_forward_pass(tiny_model_dir, share_prefix, make_records):
     loaded = load_model(tiny_model_dir)
     model, tok = loaded.model, loaded.tokenizer
-    records, refusals = _records(), load_refusals()
-    decisions = decision_margins(model, tok, records, refusals, batch_size=4)  # padded batches of unequal prompts
+    records, refusals = make_records(), load_refusals()
+    # padded batches of unequal prompts; with share_prefix, one pass per document's shared opening
+    decisions = decision_margins(model, tok, records, refusals, batch_size=4, share_prefix=share_prefix)
     assert [d.id for d in decisions] == [r.id for r in records]
     for rec, dec in zip(records, decisions, strict=True):
         prompt = format_prompt(tok, rec.prompt())
@@ -113,7 +124,7 @@ def test_margin_keeps_only_the_last_logits_and_falls_back_for_a_plain_forward(ti
     positions: list[int] = []
     handle = model.register_forward_hook(lambda _m, _a, out: positions.append(out.logits.shape[1]))
     try:
-        kept = decision_margins(model, tok, records, refusals, batch_size=4)
+        kept = decision_margins(model, tok, records, refusals, batch_size=4, share_prefix=False)
     finally:
         handle.remove()
     assert positions == [1, 1]  # two batches, the vocabulary projection of the last position only
@@ -126,6 +137,18 @@ def test_margin_keeps_only_the_last_logits_and_falls_back_for_a_plain_forward(ti
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
-    full = decision_margins(PlainForward(model), tok, records, refusals, batch_size=4)
+    full = decision_margins(PlainForward(model), tok, records, refusals, batch_size=4)  # no cache either: read whole
     assert [d.id for d in full] == [d.id for d in kept]
     assert all(math.isclose(a.margin, b.margin, abs_tol=1e-4) for a, b in zip(full, kept, strict=True))
+
+
+def test_prompts_of_one_document_share_their_opening(tiny_model_dir):
+    tok = load_model(tiny_model_dir).tokenizer
+    records = _long_records()
+    ids = [tok(format_prompt(tok, r.prompt()), add_special_tokens=False)["input_ids"] for r in records]
+    groups, single = _prefix_groups(records, ids)
+    assert [idx for idx, _ in groups] == [[0, 1, 2], [3, 4, 5]]  # news and useful; the short note is read alone
+    assert single == [6, 7, 8]
+    for idx, n in groups:
+        assert n >= MIN_SHARED_TOKENS
+        assert all(ids[i][:n] == ids[idx[0]][:n] and len(ids[i]) > n for i in idx)

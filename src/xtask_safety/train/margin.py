@@ -60,8 +60,13 @@ def decision_margins(
     template: str = "chat",
     system_prompt: str | None = None,
     batch_size: int = 16,
+    share_prefix: bool = True,
 ) -> list[Decision]:
-    """One forward pass per prompt (batched, left-padded); the model is left in the mode it was in."""
+    """One forward pass per prompt (batched, left-padded); the model is left in the mode it was in.
+
+    With ``share_prefix``, prompts that share their opening tokens (one document under several tasks, the
+    document before the instruction) are read as one pass over the shared opening, whose attention cache
+    then serves a batch of the differing endings: the document is encoded once instead of once per task."""
     import torch
 
     if not records:
@@ -75,28 +80,90 @@ def decision_margins(
     model.eval()
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(model.parameters()).device
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    groups, single = _prefix_groups(records, token_ids) if share_prefix else ([], list(range(len(records))))
     # Longest prompts first, in batches of similar length: whole documents vary several-fold in length, and
     # a batch in input order is padded to its longest prompt (a failure for lack of memory also shows at once).
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(records)), key=lambda i: -lengths[i])
+    order = sorted(single, key=lambda i: -len(token_ids[i]))
     out: list[Decision | None] = [None] * len(records)
+
+    def decide(i: int, logp: Any) -> None:
+        rec = records[i]
+        lp_answer = float(logp[answer_ids[rec.task]])
+        lp_refuse = float(torch.logsumexp(logp[refuse_ids], dim=0))
+        out[i] = Decision(rec.id, rec.task, rec.domain, lp_answer - lp_refuse, math.exp(lp_answer), math.exp(lp_refuse))
+
     try:
         with torch.no_grad():
+            for g, (idx, n_shared) in enumerate(groups):
+                try:
+                    logits = _shared_prefix_logits(model, [token_ids[i] for i in idx], n_shared, device)
+                except TypeError:  # a forward without a cache: every prompt is read whole
+                    order = sorted(order + [i for rest, _ in groups[g:] for i in rest], key=lambda i: -len(token_ids[i]))
+                    break
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for j, i in enumerate(idx):
+                    decide(i, logp[j])
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True,
                                 return_tensors="pt").to(device)
                 logp = torch.log_softmax(_last_logits(model, enc).float(), dim=-1)
                 for j, i in enumerate(idx):
-                    rec = records[i]
-                    lp_answer = float(logp[j, answer_ids[rec.task]])
-                    lp_refuse = float(torch.logsumexp(logp[j, refuse_ids], dim=0))
-                    out[i] = Decision(rec.id, rec.task, rec.domain, lp_answer - lp_refuse,
-                                      math.exp(lp_answer), math.exp(lp_refuse))
+                    decide(i, logp[j])
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return [d for d in out if d is not None]
+
+
+MIN_SHARED_TOKENS = 32  # below this, a shared opening saves less than the extra pass costs
+
+
+def _prefix_groups(records: list[Record], token_ids: list[list[int]]) -> tuple[list[tuple[list[int], int]], list[int]]:
+    """Prompts of the same document with a common opening of at least MIN_SHARED_TOKENS tokens, as
+    ``(indices, shared length)``; every prompt keeps at least one token of its own. The rest: read alone."""
+    by_doc: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_doc[rec.document].append(i)
+    groups, single = [], []
+    for idx in by_doc.values():
+        seqs = [token_ids[i] for i in idx]
+        shortest = min(len(s) for s in seqs)
+        n = 0
+        while n < shortest and all(s[n] == seqs[0][n] for s in seqs[1:]):
+            n += 1
+        n = min(n, shortest - 1)
+        if len(idx) > 1 and n >= MIN_SHARED_TOKENS:
+            groups.append((idx, n))
+        else:
+            single.extend(idx)
+    return groups, single
+
+
+def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, device: Any) -> Any:
+    """Last-position logits of each sequence in ``seqs``, whose first ``n_shared`` tokens are the same: one
+    pass over the shared opening, its cache repeated for a batch of the endings. The endings are left-padded
+    and given the positions they have in the whole prompt, so each reads exactly what it would read alone."""
+    import torch
+    from transformers import DynamicCache
+
+    head = torch.tensor([seqs[0][:n_shared]], device=device)
+    cache = model(input_ids=head, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(len(seqs))
+    tails = [s[n_shared:] for s in seqs]
+    width = max(len(t) for t in tails)
+    ids = torch.zeros((len(tails), width), dtype=torch.long, device=device)
+    mask = torch.ones((len(tails), n_shared + width), dtype=torch.long, device=device)
+    positions = torch.zeros((len(tails), width), dtype=torch.long, device=device)
+    for j, t in enumerate(tails):
+        pad = width - len(t)
+        ids[j, pad:] = torch.tensor(t, device=device)
+        mask[j, n_shared:n_shared + pad] = 0
+        positions[j, pad:] = torch.arange(n_shared, n_shared + len(t), device=device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    return out.logits[:, -1, :]
 
 
 def _last_logits(model: Any, enc: Any) -> Any:
