@@ -4,12 +4,12 @@ readings before it (every prompt read whole, length-sorted; and the first one: b
 of every position), same model, same prompts.
 
 The development-slice readings of step selection and calibration run this pass up to 13 times per seed
-in the demo's longer profiles and 8 times in `make demo`. Prompts are the demo corpus's whole documents under
-the five tasks with the paper's instructions, document by document as a development file lists them
+in the demo's longer profiles and 8 times in `make demo`. Prompts are the demo corpus's documents under the five
+tasks with the paper's instructions as the evaluation grid builds them, document by document as a development file lists them
 (``--docs_per_domain`` 14: the longer profiles' 210 prompts); the model is the embedded SmolLM2-135M-Instruct
 with a LoRA adapter on its top 15 layers, as during training. The readings alternate ``--repeats`` times so
 that a shared machine's load hits them alike. Reported: median seconds per reading, the speed-ups (target
->= 1.5x over the reading before), the largest margin difference and the decisions that agree (must be all).
+>= 1.5x over the reading before), the largest margin difference and the decisions that agree (all, but for margins within 1e-4 nats of zero).
 Writes docs/benchmarks/decision.md.
 
     nice -n 19 python benchmarks/bench_decision_reading.py
@@ -32,16 +32,17 @@ TARGET = 1.5
 
 
 def records(docs_per_domain: int) -> list:
+    """The evaluation grid's records of the last documents per domain, as a development file lists them (the
+    cloze prompt shows the document minus its last sentence, the case prompt a re-cased one)."""
+    from xtask_safety.data.builder import build_eval_grid
     from xtask_safety.data.corpus import load_demo_corpus
-    from xtask_safety.records import Record
-    from xtask_safety.tasks import TASK_NAMES, get_task
+    from xtask_safety.tasks import TASK_NAMES
 
     by_domain: dict[str, list] = {}
     for doc in load_demo_corpus("main"):
         by_domain.setdefault(doc.domain, []).append(doc)
-    return [Record(id=f"{doc.id}:{task}", task=task, domain=doc.domain, document=doc.document,
-                   instruction=get_task(task).paper_instruction)
-            for dom in sorted(by_domain) for doc in by_domain[dom][-docs_per_domain:] for task in TASK_NAMES]
+    return build_eval_grid([doc for dom in sorted(by_domain) for doc in by_domain[dom][-docs_per_domain:]],
+                           list(TASK_NAMES))
 
 
 def earlier_reading(model, tokenizer, recs, refusals, batch_size: int) -> list[float]:
@@ -66,6 +67,13 @@ def earlier_reading(model, tokenizer, recs, refusals, batch_size: int) -> list[f
                 out.append(float(logp[j, answer_ids[rec.task]] - torch.logsumexp(logp[j, refuse_ids], dim=0)))
     tokenizer.padding_side = side
     return out
+
+
+def _split_note(split: list[float]) -> str:
+    if not split:
+        return ""
+    return (f"; the {len(split)} that differ sit on the threshold: no reading's margin is further than "
+            f"{max(split):.1e} nats from zero")
 
 
 def main() -> int:
@@ -107,15 +115,17 @@ def main() -> int:
     pairs = list(zip(*(margins[k] for k in readings), strict=True))
     diff = max(max(m) - min(m) for m in pairs)
     agree = sum(len({x < 0 for x in m}) == 1 for m in pairs)
+    split = [max(abs(x) for x in m) for m in pairs if len({x < 0 for x in m}) > 1]  # decisions that differ
     sec = {k: round(median(v), 2) for k, v in times.items()}
     res = {"prompts": len(recs), "tokens_min_median_max": (min(lengths), int(median(lengths)), max(lengths)),
            "seconds": sec, "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
            "speedup_over_whole": round(sec["whole"] / sec["shared"], 2),
            "speedup_over_earlier": round(sec["earlier"] / sec["shared"], 2),
-           "max_margin_diff": diff, "decisions_agree": agree, "machine": machine(),
+           "max_margin_diff": diff, "decisions_agree": agree, "split_margins": split, "machine": machine(),
            "threads": torch.get_num_threads()}
     print(res)
-    ok = res["speedup_over_whole"] >= TARGET and agree == len(recs) and math.isfinite(diff)
+    # a decision may differ only where every reading's margin is within float noise of zero
+    ok = res["speedup_over_whole"] >= TARGET and all(m <= 1e-4 for m in split) and math.isfinite(diff)
     if not args.no_write:
         from xtask_safety.records import atomic_write_text
 
@@ -124,8 +134,9 @@ def main() -> int:
 `benchmarks/bench_decision_reading.py --docs_per_domain {args.docs_per_domain} --repeats {args.repeats}` \
 ({time.strftime('%Y-%m-%d')}; {res['machine']}).
 
-One reading = the first-token margin of {res['prompts']} prompts (the demo corpus's whole documents under the
-five tasks, paper instructions; tokens per prompt before the chat template, min / median / max {res['tokens_min_median_max'][0]} /
+One reading = the first-token margin of {res['prompts']} prompts (the demo corpus's documents under the five
+tasks as the evaluation grid builds them — the cloze prompt shows the document minus its last sentence, the case
+prompt a re-cased copy, so four of a document's five prompts share its opening —, paper instructions; tokens per prompt before the chat template, min / median / max {res['tokens_min_median_max'][0]} /
 {res['tokens_min_median_max'][1]} / {res['tokens_min_median_max'][2]}) on the embedded SmolLM2-135M-Instruct with
 a LoRA adapter on its top 15 layers, batches of {args.batch_size}, as the longer demo profiles read their
 development slice up to 13 times per seed (`make demo`: 8 readings of 90 prompts).
@@ -134,12 +145,12 @@ development slice up to 13 times per seed (`make demo`: 8 readings of 90 prompts
 |---|---|---|
 | first: input order, logits of every position | {sec['earlier']} | {res['all_s']['earlier']} |
 | every prompt whole: longest first, last-position logits only (`logits_to_keep=1`) | {sec['whole']} | {res['all_s']['whole']} |
-| now: each document's shared opening read once, its cache serving the five task endings | {sec['shared']} | {res['all_s']['shared']} |
+| now: each document's shared opening read once, its cache serving the task endings | {sec['shared']} | {res['all_s']['shared']} |
 
 Speed-up of the reading now: **{res['speedup_over_whole']}×** over the whole-prompt reading (target ≥ {TARGET}×:
 {'met' if res['speedup_over_whole'] >= TARGET else 'not met'}), {res['speedup_over_earlier']}× over the first. The three
 readings agree on {agree} of {res['prompts']} decisions; largest margin difference {diff:.2e} nats (the batchings
-differ, so the sums run in a different order).
+differ, so the sums run in a different order){_split_note(split)}.
 """)
     return 0 if ok else 1
 

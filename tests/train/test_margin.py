@@ -12,7 +12,13 @@ from xtask_safety.data.builder import load_refusals
 from xtask_safety.models import format_prompt, load_model
 from xtask_safety.records import Record
 from xtask_safety.tasks import get_task
-from xtask_safety.train.margin import MIN_SHARED_TOKENS, _prefix_groups, decision_margins, refusal_shares
+from xtask_safety.train.margin import (
+    MIN_SHARED_TOKENS,
+    _common_length,
+    _prefix_groups,
+    decision_margins,
+    refusal_shares,
+)
 from xtask_safety.train.run import parse_train_args, train
 
 
@@ -29,8 +35,11 @@ def _long_records() -> list[Record]:
     """Documents long enough that their prompts under several tasks share an opening worth reading once."""
     body = " ".join(["The council met on Tuesday to discuss the new bus timetable for the northern routes."] * 6)
     docs = {"news": body, "useful": body.replace("bus", "rail") + " Tickets stay valid.", "malicious": "Short note."}
-    return [Record(id=f"{dom}:{task}", task=task, domain=dom, document=doc, instruction=get_task(task).paper_instruction)
-            for dom, doc in docs.items() for task in ("summarize", "case", "translate")]
+    records = [Record(id=f"{dom}:{task}", task=task, domain=dom, document=doc,
+                      instruction=get_task(task).paper_instruction)
+               for dom, doc in docs.items() for task in ("summarize", "case", "translate")]
+    return records + [Record(id="news:cloze", task="cloze", domain="news", document=body.rsplit(" The", 1)[0],
+                             instruction=get_task("cloze").paper_instruction)]  # the document minus its last sentence
 
 
 @pytest.mark.parametrize("share_prefix", [False, True])
@@ -146,9 +155,23 @@ def test_prompts_of_one_document_share_their_opening(tiny_model_dir):
     tok = load_model(tiny_model_dir).tokenizer
     records = _long_records()
     ids = [tok(format_prompt(tok, r.prompt()), add_special_tokens=False)["input_ids"] for r in records]
-    groups, single = _prefix_groups(records, ids)
-    assert [idx for idx, _ in groups] == [[0, 1, 2], [3, 4, 5]]  # news and useful; the short note is read alone
-    assert single == [6, 7, 8]
+    header = _common_length(tok(format_prompt(tok, ""), add_special_tokens=False)["input_ids"], ids[0])
+    groups, single = _prefix_groups(ids, header)
+    assert sorted(sorted(idx) for idx, _ in groups) == [[0, 1, 2, 9], [3, 4, 5]]  # the short note is read alone
+    assert sorted(single) == [6, 7, 8]
     for idx, n in groups:
-        assert n >= MIN_SHARED_TOKENS
+        assert n >= header + MIN_SHARED_TOKENS
         assert all(ids[i][:n] == ids[idx[0]][:n] and len(ids[i]) > n for i in idx)
+    assert _prefix_groups(ids[:1], header) == ([], [0])
+
+    # a prompt sharing only the document's first sentences joins no group: it would cut the others' opening short
+    first = records[0].document.split(". ")
+    records.append(Record(id="news:other", task="summarize", domain="news",
+                          document=". ".join(first[:3]) + ". Then the weather turned and the meeting moved indoors.",
+                          instruction=get_task("summarize").paper_instruction))
+    ids.append(tok(format_prompt(tok, records[-1].prompt()), add_special_tokens=False)["input_ids"])
+    assert _common_length(ids[0], ids[-1]) >= header + MIN_SHARED_TOKENS  # it could have joined
+    groups, single = _prefix_groups(ids, header)
+    news = next((idx, n) for idx, n in groups if 0 in idx)
+    assert sorted(news[0]) == [0, 1, 2, 9] and news[1] >= _common_length(ids[0], ids[9])
+    assert 10 in single

@@ -81,7 +81,11 @@ def decision_margins(
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     device = next(model.parameters()).device
     token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    groups, single = _prefix_groups(records, token_ids) if share_prefix else ([], list(range(len(records))))
+    if share_prefix:
+        header = tokenizer(format_prompt(tokenizer, "", template, system_prompt), add_special_tokens=False)["input_ids"]
+        groups, single = _prefix_groups(token_ids, _common_length(header, token_ids[0]))
+    else:
+        groups, single = [], list(range(len(records)))
     # Longest prompts first, in batches of similar length: whole documents vary several-fold in length, and
     # a batch in input order is padded to its longest prompt (a failure for lack of memory also shows at once).
     order = sorted(single, key=lambda i: -len(token_ids[i]))
@@ -120,25 +124,48 @@ def decision_margins(
 MIN_SHARED_TOKENS = 32  # below this, a shared opening saves less than the extra pass costs
 
 
-def _prefix_groups(records: list[Record], token_ids: list[list[int]]) -> tuple[list[tuple[list[int], int]], list[int]]:
-    """Prompts of the same document with a common opening of at least MIN_SHARED_TOKENS tokens, as
-    ``(indices, shared length)``; every prompt keeps at least one token of its own. The rest: read alone."""
-    by_doc: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_doc[rec.document].append(i)
-    groups, single = [], []
-    for idx in by_doc.values():
-        seqs = [token_ids[i] for i in idx]
-        shortest = min(len(s) for s in seqs)
-        n = 0
-        while n < shortest and all(s[n] == seqs[0][n] for s in seqs[1:]):
-            n += 1
-        n = min(n, shortest - 1)
-        if len(idx) > 1 and n >= MIN_SHARED_TOKENS:
-            groups.append((idx, n))
+def _common_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tuple[list[int], int]], list[int]]:
+    """Prompts to read through a shared opening, as ``(indices, shared length)``, and the rest (``single``),
+    read whole. A group's prompts share at least MIN_SHARED_TOKENS tokens beyond the chat template's own
+    ``header`` and each keeps at least one token of its own. In token order, prompts that share an opening sit
+    side by side and a run's shared length is the smallest between neighbours; the runs are chosen to
+    minimise the tokens read (shared opening once + every ending), so a prompt that shares only a document's
+    first sentence (a cloze prompt, whose document lost its line breaks) does not cut the others' opening short."""
+    need = header + MIN_SHARED_TOKENS
+    order = sorted(range(len(token_ids)), key=lambda i: token_ids[i])
+    lengths = [len(token_ids[i]) for i in order]
+    adjacent = [_common_length(token_ids[a], token_ids[b]) for a, b in zip(order, order[1:], strict=False)]
+    # best[j]: fewest tokens to read order[:j]; cut[j]: where the last run of order[:j] starts
+    best, cut = [0] + [0] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        best[j], cut[j] = best[j - 1] + lengths[j - 1], j - 1  # order[j-1] read whole
+        shared, shortest, total = lengths[j - 1], lengths[j - 1], lengths[j - 1]
+        for i in range(j - 2, -1, -1):  # the run order[i:j]
+            shared, shortest, total = min(shared, adjacent[i]), min(shortest, lengths[i]), total + lengths[i]
+            n = min(shared, shortest - 1)
+            if n < need:
+                break
+            cost = best[i] + n + total - n * (j - i)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[tuple[list[int], int]] = []
+    single: list[int] = []
+    j = len(order)
+    while j > 0:
+        i = cut[j]
+        if j - i == 1:
+            single.append(order[i])
         else:
-            single.extend(idx)
-    return groups, single
+            groups.append((order[i:j], min(min(adjacent[i:j - 1]), min(lengths[i:j]) - 1)))
+        j = i
+    return groups[::-1], single[::-1]
 
 
 def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, device: Any) -> Any:
