@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,7 +63,8 @@ def decision_margins(
     batch_size: int = 16,
     share_prefix: bool = True,
 ) -> list[Decision]:
-    """One forward pass per prompt (batched, left-padded); the model is left in the mode it was in.
+    """One forward pass per prompt (batched, left-padded) or per shared opening; the model is left in the mode
+    it was in.
 
     With ``share_prefix``, prompts that share their opening tokens (one document under several tasks, the
     document before the instruction) are read as one pass over the shared opening, whose attention cache
@@ -110,8 +112,7 @@ def decision_margins(
                     decide(i, logp[j])
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], add_special_tokens=False, padding=True,
-                                return_tensors="pt").to(device)
+                enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, return_tensors="pt").to(device)
                 logp = torch.log_softmax(_last_logits(model, enc).float(), dim=-1)
                 for j, i in enumerate(idx):
                     decide(i, logp[j])
@@ -125,10 +126,7 @@ MIN_SHARED_TOKENS = 32  # below this, a shared opening saves less than the extra
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    return len(os.path.commonprefix([a, b]))  # works on any sequences, token lists included
 
 
 def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tuple[list[int], int]], list[int]]:
@@ -143,7 +141,7 @@ def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tu
     lengths = [len(token_ids[i]) for i in order]
     adjacent = [_common_length(token_ids[a], token_ids[b]) for a, b in zip(order, order[1:], strict=False)]
     # best[j]: fewest tokens to read order[:j]; cut[j]: where the last run of order[:j] starts
-    best, cut = [0] + [0] * len(order), [0] * (len(order) + 1)
+    best, cut, run_shared = [0] + [0] * len(order), [0] * (len(order) + 1), [0] * (len(order) + 1)
     for j in range(1, len(order) + 1):
         best[j], cut[j] = best[j - 1] + lengths[j - 1], j - 1  # order[j-1] read whole
         shared, shortest, total = lengths[j - 1], lengths[j - 1], lengths[j - 1]
@@ -154,7 +152,7 @@ def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tu
                 break
             cost = best[i] + n + total - n * (j - i)
             if cost < best[j]:
-                best[j], cut[j] = cost, i
+                best[j], cut[j], run_shared[j] = cost, i, n
     groups: list[tuple[list[int], int]] = []
     single: list[int] = []
     j = len(order)
@@ -163,7 +161,7 @@ def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tu
         if j - i == 1:
             single.append(order[i])
         else:
-            groups.append((order[i:j], min(min(adjacent[i:j - 1]), min(lengths[i:j]) - 1)))
+            groups.append((order[i:j], run_shared[j]))
         j = i
     return groups[::-1], single[::-1]
 
