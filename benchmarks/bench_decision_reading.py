@@ -1,16 +1,19 @@
-"""Seconds per reading of the first-token decision margin: the reading as it is (each document's shared
-opening read once for all its tasks, longest prompts first, last-position logits only) against the two
-readings before it (every prompt read whole, length-sorted; and the first one: batches in input order, logits
-of every position), same model, same prompts.
+"""Seconds per reading of the first-token decision margin: the reading as it is during training (the frozen
+lower layers' output stored at the first reading and replayed; each document's shared opening read once for
+all its tasks; longest prompts first; last-position logits only) against the readings before it (shared
+openings, every layer run; every prompt read whole), same model, same prompts.
 
 The development-slice readings of step selection and calibration run this pass up to 13 times per seed
 in the demo's longer profiles and 8 times in `make demo`. Prompts are the demo corpus's documents under the five
 tasks with the paper's instructions as the evaluation grid builds them, document by document as a development file lists them
 (``--docs_per_domain`` 14: the longer profiles' 210 prompts); the model is the embedded SmolLM2-135M-Instruct
-with a LoRA adapter on its top 15 layers, as during training. The readings alternate ``--repeats`` times so
-that a shared machine's load hits them alike. Reported: median seconds per reading, the speed-ups (target
->= 1.5x over the reading before), the largest margin difference and the decisions that agree (all, but for margins within 1e-4 nats of zero).
-Writes docs/benchmarks/decision.md.
+with a LoRA adapter on its top 15 layers, as during training. The stored states are recorded by one reading
+before the timed ones (timed apart: it is the first reading of a training run); the adapter's LoRA-B weights
+are then moved off zero, as training moves them, so that the replayed top layers read something new. The
+readings alternate ``--repeats`` times so that a shared machine's load hits them alike. Reported: median
+seconds per reading, the speed-ups (target >= 1.5x for the replayed reading over the shared-opening one), the
+margins (the replayed reading must equal the shared-opening one bitwise; the whole-prompt one may differ in
+float noise, and its decisions only at margins within 1e-4 nats of zero). Writes docs/benchmarks/decision.md.
 
     nice -n 19 python benchmarks/bench_decision_reading.py
 """
@@ -45,30 +48,6 @@ def records(docs_per_domain: int) -> list:
                            list(TASK_NAMES))
 
 
-def earlier_reading(model, tokenizer, recs, refusals, batch_size: int) -> list[float]:
-    """The reading as it was: batches in input order, the full logits tensor."""
-    import torch
-
-    from xtask_safety.models import format_prompt
-    from xtask_safety.tasks import get_task
-    from xtask_safety.train.margin import _first_token
-
-    prompts = [format_prompt(tokenizer, r.prompt()) for r in recs]
-    refuse_ids = sorted({_first_token(tokenizer, prompts[0], t.format(verb="do")) for t in refusals})
-    answer_ids = {t: _first_token(tokenizer, prompts[0], get_task(t).lead_in) for t in {r.task for r in recs}}
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(recs), batch_size):
-            enc = tokenizer(prompts[start:start + batch_size], add_special_tokens=False, padding=True,
-                            return_tensors="pt")
-            logp = torch.log_softmax(model(**enc).logits[:, -1, :].float(), dim=-1)
-            for j, rec in enumerate(recs[start:start + batch_size]):
-                out.append(float(logp[j, answer_ids[rec.task]] - torch.logsumexp(logp[j, refuse_ids], dim=0)))
-    tokenizer.padding_side = side
-    return out
-
-
 def _split_note(split: list[float]) -> str:
     if not split:
         return ""
@@ -89,7 +68,7 @@ def main() -> int:
 
     from xtask_safety.data.builder import load_refusals
     from xtask_safety.models import load_model
-    from xtask_safety.train.margin import decision_margins
+    from xtask_safety.train.margin import FrozenLayerStates, decision_margins
 
     loaded = load_model("embedded")
     layers = loaded.model.config.num_hidden_layers
@@ -99,18 +78,30 @@ def main() -> int:
     model.eval()
     tok, recs, refusals = loaded.tokenizer, records(args.docs_per_domain), load_refusals()
     lengths = [len(tok(r.prompt())["input_ids"]) for r in recs]
+    states = FrozenLayerStates()
+
+    def read(**kw) -> list[float]:
+        return [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size, **kw)]
+
+    t = time.perf_counter()
+    read(states=states)  # the first reading of a run: every layer, the lower layers' output stored
+    recording = time.perf_counter() - t
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # what training does to the adapter: its LoRA-B weights leave zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.02)
     readings = {
-        "earlier": lambda: earlier_reading(model, tok, recs, refusals, args.batch_size),
-        "whole": lambda: [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size,
-                                                              share_prefix=False)],
-        "shared": lambda: [d.margin for d in decision_margins(model, tok, recs, refusals, batch_size=args.batch_size)],
+        "whole": lambda: read(share_prefix=False),
+        "shared": lambda: read(),
+        "frozen": lambda: read(states=states),
     }
     times: dict[str, list[float]] = {k: [] for k in readings}
     margins: dict[str, list[float]] = {}
     for _ in range(args.repeats):
-        for name, read in readings.items():
+        for name, reading in readings.items():
             t = time.perf_counter()
-            margins[name] = read()
+            margins[name] = reading()
             times[name].append(time.perf_counter() - t)
     pairs = list(zip(*(margins[k] for k in readings), strict=True))
     diff = max(max(m) - min(m) for m in pairs)
@@ -119,13 +110,16 @@ def main() -> int:
     sec = {k: round(median(v), 2) for k, v in times.items()}
     res = {"prompts": len(recs), "tokens_min_median_max": (min(lengths), int(median(lengths)), max(lengths)),
            "seconds": sec, "all_s": {k: [round(x, 2) for x in v] for k, v in times.items()},
-           "speedup_over_whole": round(sec["whole"] / sec["shared"], 2),
-           "speedup_over_earlier": round(sec["earlier"] / sec["shared"], 2),
+           "recording_s": round(recording, 2),
+           "speedup_over_shared": round(sec["shared"] / sec["frozen"], 2),
+           "speedup_over_whole": round(sec["whole"] / sec["frozen"], 2),
+           "frozen_equals_shared": margins["frozen"] == margins["shared"],
            "max_margin_diff": diff, "decisions_agree": agree, "split_margins": split, "machine": machine(),
            "threads": torch.get_num_threads()}
     print(res)
     # a decision may differ only where every reading's margin is within float noise of zero
-    ok = res["speedup_over_whole"] >= TARGET and all(m <= 1e-4 for m in split) and math.isfinite(diff)
+    ok = (res["speedup_over_shared"] >= TARGET and res["frozen_equals_shared"] and all(m <= 1e-4 for m in split)
+          and math.isfinite(diff))
     if not args.no_write:
         from xtask_safety.records import atomic_write_text
 
@@ -138,19 +132,22 @@ One reading = the first-token margin of {res['prompts']} prompts (the demo corpu
 tasks as the evaluation grid builds them — the cloze prompt shows the document minus its last sentence, the case
 prompt a re-cased copy, so four of a document's five prompts share its opening —, paper instructions; tokens per prompt before the chat template, min / median / max {res['tokens_min_median_max'][0]} /
 {res['tokens_min_median_max'][1]} / {res['tokens_min_median_max'][2]}) on the embedded SmolLM2-135M-Instruct with
-a LoRA adapter on its top 15 layers, batches of {args.batch_size}, as the longer demo profiles read their
+a LoRA adapter on its top 15 of {layers} layers, batches of {args.batch_size}, as the longer demo profiles read their
 development slice up to 13 times per seed (`make demo`: 8 readings of 90 prompts).
 
 | reading | median seconds | all runs |
 |---|---|---|
-| first: input order, logits of every position | {sec['earlier']} | {res['all_s']['earlier']} |
 | every prompt whole: longest first, last-position logits only (`logits_to_keep=1`) | {sec['whole']} | {res['all_s']['whole']} |
-| now: each document's shared opening read once, its cache serving the task endings | {sec['shared']} | {res['all_s']['shared']} |
+| each document's shared opening read once, its cache serving the task endings; every layer | {sec['shared']} | {res['all_s']['shared']} |
+| now, during training: the same, the frozen lower {layers - 15} layers' output stored at the run's first reading and replayed | {sec['frozen']} | {res['all_s']['frozen']} |
 
-Speed-up of the reading now: **{res['speedup_over_whole']}×** over the whole-prompt reading (target ≥ {TARGET}×:
-{'met' if res['speedup_over_whole'] >= TARGET else 'not met'}), {res['speedup_over_earlier']}× over the first. The three
-readings agree on {agree} of {res['prompts']} decisions; largest margin difference {diff:.2e} nats (the batchings
-differ, so the sums run in a different order){_split_note(split)}.
+The reading that stores the states (a run's first) took {res['recording_s']} s. Speed-up of the replayed
+reading: **{res['speedup_over_shared']}×** over the shared-opening reading (target ≥ {TARGET}×:
+{'met' if res['speedup_over_shared'] >= TARGET else 'not met'}), {res['speedup_over_whole']}× over the whole-prompt one
+(the first reading, in input order with every position's logits, took 115–127 s on 2026-12-07). Replayed and
+shared-opening margins bitwise equal: {res['frozen_equals_shared']}. The readings agree on {agree} of
+{res['prompts']} decisions; largest margin difference {diff:.2e} nats (the whole-prompt batching sums in another
+order){_split_note(split)}.
 """)
     return 0 if ok else 1
 

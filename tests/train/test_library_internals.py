@@ -30,3 +30,14 @@ def test_sft_trainer_metric_buffers_and_outputs():
     src = inspect.getsource(SFTTrainer)
     for attr in ("self._metrics", "self._total_train_tokens", "label_mask", "entropy"):
         assert attr in src, f"trl.SFTTrainer no longer uses {attr}: update xtask_safety/train/trainer.py"
+
+
+def test_fused_lm_head_reads_the_compaction_switch_at_each_call():
+    """train/trainer.py has TRL's fused LM head score only labelled positions on a CPU through this switch."""
+    import trl.trainer.utils as trl_utils
+
+    assert callable(getattr(trl_utils, "_use_triton", None)), "trl.trainer.utils._use_triton is gone: update _labelled_positions_only"
+    src = inspect.getsource(trl_utils.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in src, (
+        "trl's add_fused_lm_head no longer decides compaction with _use_triton: update train/trainer.py"
+    )

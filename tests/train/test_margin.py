@@ -14,6 +14,7 @@ from xtask_safety.records import Record
 from xtask_safety.tasks import get_task
 from xtask_safety.train.margin import (
     MIN_SHARED_TOKENS,
+    FrozenLayerStates,
     _common_length,
     _prefix_groups,
     decision_margins,
@@ -175,3 +176,60 @@ def test_prompts_of_one_document_share_their_opening(tiny_model_dir):
     news = next((idx, n) for idx, n in groups if 0 in idx)
     assert sorted(news[0]) == [0, 1, 2, 9] and news[1] >= _common_length(ids[0], ids[9])
     assert 10 in single
+
+
+def _top_layer_lora(model_dir: str, layers: list[int] | None):
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_model(model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "down_proj"],
+                        layers_to_transform=layers, task_type="CAUSAL_LM")
+    return get_peft_model(loaded.model, config), loaded.tokenizer
+
+
+def _move_adapter(model, seed: int) -> None:
+    """What a training step does to the reading: the LoRA weights change."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.5)
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_frozen_lower_layers_run_at_the_first_reading_only_and_every_margin_stays_exact(tiny_model_dir, share_prefix):
+    model, tok = _top_layer_lora(tiny_model_dir, layers=[1])  # the tiny model's top layer of two
+    records, refusals = _long_records() + _records(), load_refusals()
+    layer0 = model.get_base_model().model.layers[0]
+    runs: list[int] = []
+    handle = layer0.register_forward_hook(lambda _m, _a, _o: runs.append(1))
+    states = FrozenLayerStates()
+    try:
+        first = decision_margins(model, tok, records, refusals, batch_size=4, share_prefix=share_prefix, states=states)
+        n_first = len(runs)
+        _move_adapter(model, seed=0)
+        again = decision_margins(model, tok, records, refusals, batch_size=4, share_prefix=share_prefix, states=states)
+        assert len(runs) == n_first > 0  # the second reading did not run the frozen layer
+        whole = decision_margins(model, tok, records, refusals, batch_size=4, share_prefix=share_prefix)
+        assert len(runs) > n_first
+        other = decision_margins(model, tok, records[:-1], refusals, batch_size=4, share_prefix=share_prefix,
+                                 states=states)  # other prompts: read whole again, states stored anew
+        assert states.passes and len(runs) > 2 * n_first
+    finally:
+        handle.remove()
+    assert [d.margin for d in again] == [d.margin for d in whole]  # bitwise what a whole pass reads
+    assert [d.margin for d in again] != [d.margin for d in first]  # and the adapter's change is read
+    assert [d.margin for d in other] == [d.margin for d in whole[:-1]]
+    assert model.get_base_model().model.layers[0] is layer0 and len(model.get_base_model().model.layers) == 2
+
+
+def test_frozen_layer_states_stay_unused_when_every_layer_trains(tiny_model_dir):
+    model, tok = _top_layer_lora(tiny_model_dir, layers=None)  # LoRA in both layers
+    records, refusals = _records(), load_refusals()
+    states = FrozenLayerStates()
+    before = decision_margins(model, tok, records, refusals, batch_size=4, states=states)
+    _move_adapter(model, seed=1)
+    after = decision_margins(model, tok, records, refusals, batch_size=4, states=states)
+    assert states.key is None and not states.passes
+    assert [d.margin for d in after] == [d.margin for d in decision_margins(model, tok, records, refusals, batch_size=4)]
+    assert [d.margin for d in after] != [d.margin for d in before]

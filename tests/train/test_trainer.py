@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from datasets import Dataset
@@ -124,3 +126,42 @@ def test_per_task_nll_is_logged(tiny_model_dir, tmp_path):
     t.train()
     logged = {k for entry in t.state.log_history for k in entry}
     assert {"nll_summarize", "nll_translate"} <= logged
+
+
+def test_the_lm_head_scores_only_labelled_positions_on_a_cpu_with_the_same_gradients(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """The loss goes through TRL's fused head on the completion positions only, bitwise as over every position."""
+    import trl.trainer.utils as trl_utils
+
+    t = _weighted_trainer(tiny_model_dir, tmp_path, [1.0, 2.0, 0.5, 3.0], decision_tokens=2, decision_weight=4.0)
+    batch = t.data_collator([t.train_dataset[i] for i in range(4)])
+    n_labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert n_labelled < batch["labels"][:, 1:].numel() // 2  # prompts are most of each row
+    rows_scored: list[int] = []
+    head = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            rows_scored.append(hidden.shape[0])
+            return head.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+
+    def loss_and_grads(compact: bool):
+        if not compact:  # TRL's own choice off Triton devices: every position
+            monkeypatch.setattr("xtask_safety.train.trainer._labelled_positions_only", contextlib.nullcontext)
+        loss = t.compute_loss(t.model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+        t.model.zero_grad(set_to_none=True)
+        return loss.detach(), grads
+
+    t.model.eval()  # no dropout: the two passes see the same network
+    loss_c, grads_c = loss_and_grads(compact=True)
+    loss_f, grads_f = loss_and_grads(compact=False)
+    assert rows_scored == [n_labelled, batch["labels"][:, 1:].numel()]
+    assert torch.equal(loss_c, loss_f)
+    assert grads_c.keys() == grads_f.keys() and grads_c
+    assert all(torch.equal(grads_c[k], grads_f[k]) for k in grads_c)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # the switch is restored after the forward

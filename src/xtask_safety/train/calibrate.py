@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xtask_safety.records import MALICIOUS, Record
-from xtask_safety.train.margin import balanced_score, decision_margins, refusal_shares
+from xtask_safety.train.margin import FrozenLayerStates, balanced_score, decision_margins, refusal_shares
 
 
 def leaning(shares: dict[str, float]) -> str:
@@ -47,9 +47,11 @@ def calibrate_threshold(trainer: Any, dev: list[Record], refusals: list[str], st
     rng = random.Random(seed)
     batch_size = trainer.args.per_device_train_batch_size
     device = next(model.parameters()).device
+    states = FrozenLayerStates()  # the frozen lower layers run at the first reading only
 
     def read(step: int, side: str | None) -> tuple[float, dict[str, float]]:
-        shares = refusal_shares(decision_margins(model, tokenizer, dev, refusals, template, system_prompt))
+        shares = refusal_shares(decision_margins(model, tokenizer, dev, refusals, template, system_prompt,
+                                                 states=states))
         score = balanced_score(shares)
         if curve is not None:
             with open(curve, "a", encoding="utf-8") as f:

@@ -62,13 +62,16 @@ def decision_margins(
     system_prompt: str | None = None,
     batch_size: int = 16,
     share_prefix: bool = True,
+    states: FrozenLayerStates | None = None,
 ) -> list[Decision]:
     """One forward pass per prompt (batched, left-padded) or per shared opening; the model is left in the mode
     it was in.
 
     With ``share_prefix``, prompts that share their opening tokens (one document under several tasks, the
     document before the instruction) are read as one pass over the shared opening, whose attention cache
-    then serves a batch of the differing endings: the document is encoded once instead of once per task."""
+    then serves a batch of the differing endings: the document is encoded once instead of once per task.
+    With ``states`` (kept by the caller between readings of the same records), the decoder layers below the
+    first trainable one run once: later readings start from their stored output (:class:`FrozenLayerStates`)."""
     import torch
 
     if not records:
@@ -99,12 +102,15 @@ def decision_margins(
         lp_refuse = float(torch.logsumexp(logp[refuse_ids], dim=0))
         out[i] = Decision(rec.id, rec.task, rec.domain, lp_answer - lp_refuse, math.exp(lp_answer), math.exp(lp_refuse))
 
+    replay = states.start(model, token_ids, batch_size) if states is not None else None
     try:
         with torch.no_grad():
             for g, (idx, n_shared) in enumerate(groups):
                 try:
-                    logits = _shared_prefix_logits(model, [token_ids[i] for i in idx], n_shared, device)
+                    logits = _shared_prefix_logits(model, [token_ids[i] for i in idx], n_shared, device, replay)
                 except TypeError:  # a forward without a cache: every prompt is read whole
+                    if replay is not None:
+                        replay = replay.abandon()
                     order = sorted(order + [i for rest, _ in groups[g:] for i in rest], key=lambda i: -len(token_ids[i]))
                     break
                 logp = torch.log_softmax(logits.float(), dim=-1)
@@ -113,9 +119,11 @@ def decision_margins(
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, return_tensors="pt").to(device)
-                logp = torch.log_softmax(_last_logits(model, enc).float(), dim=-1)
+                logp = torch.log_softmax(_last_logits(model, enc, replay).float(), dim=-1)
                 for j, i in enumerate(idx):
                     decide(i, logp[j])
+        if replay is not None:
+            replay.finish()
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -166,7 +174,8 @@ def _prefix_groups(token_ids: list[list[int]], header: int = 0) -> tuple[list[tu
     return groups[::-1], single[::-1]
 
 
-def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, device: Any) -> Any:
+def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, device: Any,
+                          replay: _Pass | None = None) -> Any:
     """Last-position logits of each sequence in ``seqs``, whose first ``n_shared`` tokens are the same: one
     pass over the shared opening, its cache repeated for a batch of the endings. The endings are left-padded
     and given the positions they have in the whole prompt, so each reads exactly what it would read alone."""
@@ -174,7 +183,12 @@ def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, devi
     from transformers import DynamicCache
 
     head = torch.tensor([seqs[0][:n_shared]], device=device)
-    cache = model(input_ids=head, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1).past_key_values
+    if replay is None:
+        cache = model(input_ids=head, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1).past_key_values
+    else:
+        cache = replay.forward(model, input_ids=head, past_key_values=DynamicCache(), use_cache=True,
+                               logits_to_keep=1).past_key_values
+        replay.frozen_cache(cache)
     cache.batch_repeat_interleave(len(seqs))
     tails = [s[n_shared:] for s in seqs]
     width = max(len(t) for t in tails)
@@ -186,18 +200,116 @@ def _shared_prefix_logits(model: Any, seqs: list[list[int]], n_shared: int, devi
         ids[j, pad:] = torch.tensor(t, device=device)
         mask[j, n_shared:n_shared + pad] = 0
         positions[j, pad:] = torch.arange(n_shared, n_shared + len(t), device=device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
+    kwargs = dict(attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=ids, **kwargs) if replay is None else replay.forward(model, input_ids=ids, **kwargs)
     return out.logits[:, -1, :]
 
 
-def _last_logits(model: Any, enc: Any) -> Any:
+def _last_logits(model: Any, enc: Any, replay: _Pass | None = None) -> Any:
     """Logits of the last position only (``logits_to_keep=1``: the vocabulary projection of every other
     position is skipped); models whose forward lacks the argument get the full pass."""
+    def call(**kwargs: Any) -> Any:
+        return model(**kwargs) if replay is None else replay.forward(model, **kwargs)
+
     try:
-        return model(**enc, logits_to_keep=1).logits[:, -1, :]
+        return call(**enc, logits_to_keep=1).logits[:, -1, :]
     except TypeError:
-        return model(**enc).logits[:, -1, :]
+        return call(**enc).logits[:, -1, :]
+
+
+class FrozenLayerStates:
+    """What the frozen lower decoder layers compute for one set of prompts, kept between its readings.
+
+    With LoRA on the top layers only (``lora_top_layers``), the embeddings and the layers below the first
+    trainable one never change during training, so for a fixed development slice they compute the same
+    thing at every reading. The first reading runs the whole model and stores the hidden states entering
+    the first trainable layer (and, for shared openings, the lower layers' attention cache of the opening);
+    later readings feed those states to the trainable layers alone, in the same passes with the same
+    shapes, so every margin is bitwise the one a whole pass gives (tests/train/test_margin.py). A model
+    whose trainable weights reach down to the first layer, or whose decoder layers cannot be found
+    (``<backbone>.layers``), is read whole every time."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.passes: list[dict[str, Any]] = []
+
+    def start(self, model: Any, token_ids: list[list[int]], batch_size: int) -> _Pass | None:
+        split = _frozen_split(model)
+        if split is None:
+            return None
+        key = (id(split[0]), split[1], batch_size, tuple(map(tuple, token_ids)))
+        if key != self.key:  # other prompts or another model: read whole once more, storing the states
+            self.key, self.passes = None, []
+            return _Pass(self, split, key, record=True)
+        return _Pass(self, split, key, record=False)
+
+
+class _Pass:
+    """One reading under :class:`FrozenLayerStates`: records the lower layers' output or replays it."""
+
+    def __init__(self, states: FrozenLayerStates, split: tuple[Any, int], key: tuple, record: bool):
+        self.states, (self.backbone, self.first), self.key, self.record = states, split, key, record
+        self.calls = 0  # model calls made in this reading, in order
+
+    def forward(self, model: Any, input_ids: Any, **kwargs: Any) -> Any:
+        import torch
+
+        layers = self.backbone.layers
+        if self.record:
+            seen: list[Any] = []
+
+            def keep(module: Any, args: tuple, kw: dict) -> None:
+                seen.append((args[0] if args else kw["hidden_states"]).detach().clone())
+
+            handle = layers[self.first].register_forward_pre_hook(keep, with_kwargs=True)
+            try:
+                out = model(input_ids=input_ids, **kwargs)
+            finally:
+                handle.remove()
+            self.states.passes.append({"hidden": seen[0]})
+        else:
+            hidden = self.states.passes[self.calls]["hidden"]
+            self.backbone.layers = torch.nn.ModuleList(list(layers)[self.first:])
+            try:
+                out = model(inputs_embeds=hidden, **kwargs)
+            finally:
+                self.backbone.layers = layers
+        self.calls += 1
+        return out
+
+    def frozen_cache(self, cache: Any) -> None:
+        """After a pass over a shared opening: store (recording) or put back (replaying) the lower layers'
+        attention cache, which the endings' pass reads."""
+        entry = self.states.passes[self.calls - 1]
+        if self.record:
+            entry["cache"] = [(layer.keys, layer.values) for layer in cache.layers[: self.first]]
+        else:
+            for layer, (keys, values) in zip(cache.layers[: self.first], entry["cache"], strict=True):
+                layer.update(keys, values)
+
+    def finish(self) -> None:
+        if self.record:
+            self.states.key = self.key
+
+    def abandon(self) -> None:
+        """The reading goes on without stored states (and stores none)."""
+        self.states.key, self.states.passes = None, []
+
+
+def _frozen_split(model: Any) -> tuple[Any, int] | None:
+    """``(backbone, k)``: the decoder layers ``backbone.layers[:k]`` and the embeddings hold no trainable
+    weight; ``None`` when no such ``k > 0`` exists or the layers cannot be found."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, getattr(base, "base_model_prefix", "model"), None)
+    layers = getattr(backbone, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or not hasattr(backbone, "get_input_embeddings"):
+        return None
+    if any(p.requires_grad for p in backbone.get_input_embeddings().parameters()):
+        return None
+    first = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())), None)
+    return (backbone, first) if first else None
 
 
 def refusal_shares(decisions: list[Decision]) -> dict[str, float]:
@@ -235,10 +347,11 @@ class DecisionMarginCallback(TrainerCallback):
         self.select = select
         self.best: tuple[float, int, dict[str, Any]] | None = None  # (score, step, trainable weights)
         self.selected_step: int | None = None
+        self.states = FrozenLayerStates()
 
     def _measure(self, step: int, model: Any) -> None:
         decisions = decision_margins(model, self.tokenizer, self.records, self.refusals, self.template,
-                                     self.system_prompt)
+                                     self.system_prompt, states=self.states)
         means: dict[str, list[float]] = defaultdict(list)
         for d in decisions:
             means[d.domain].append(d.margin)

@@ -14,9 +14,12 @@ so neither gradient accumulation nor the number of processes changes the update.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+import trl.trainer.utils as trl_utils
 from trl import SFTTrainer
 
 from xtask_safety.errors import ConfigError
@@ -70,7 +73,8 @@ class WeightedSFTTrainer(SFTTrainer):
         for key in EXTRA_KEYS:
             inputs.pop(key, None)
         inputs["use_cache"] = False
-        outputs = model(**inputs, fused_lm_head=True)
+        with _labelled_positions_only():
+            outputs = model(**inputs, fused_lm_head=True)
         nll = -outputs.log_probs  # (B, T-1), zero on ignored positions
         token_w = token_w.to(nll.dtype)
         sample_w = sample_w.to(nll.dtype)
@@ -115,3 +119,25 @@ class WeightedSFTTrainer(SFTTrainer):
             n = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
             self._total_train_tokens += n
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+
+@contextmanager
+def _labelled_positions_only() -> Iterator[None]:
+    """Have TRL's fused LM head score only the positions with a label, on a CPU too.
+
+    TRL scores only labelled positions on Triton devices (CUDA, XPU) and every position elsewhere, which
+    keeps tile shapes fixed for compiling backends (Neuron). On a CPU nothing is compiled, and scoring
+    every position through a 49k-token vocabulary costs the prompt's length in logits for each completion
+    token: 40 % of a demo training step (docs/benchmarks/training.md). The scores, the loss and the
+    gradients are bitwise the same either way (tests/train/test_trainer.py). TRL reads the switch
+    ``trl.trainer.utils._use_triton`` at each call; it is set for this forward only.
+    """
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:  # a TRL without the switch: its own behaviour
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
