@@ -225,7 +225,8 @@ class FrozenLayerStates:
     thing at every reading. The first reading runs the whole model and stores the hidden states entering
     the first trainable layer (and, for shared openings, the lower layers' attention cache of the opening);
     later readings feed those states to the trainable layers alone, in the same passes with the same
-    shapes, so every margin is bitwise the one a whole pass gives (tests/train/test_margin.py). A model
+    shapes, so every margin is bitwise the one a whole pass gives (tests/train/test_margin.py). The states
+    are kept in CPU memory (on an accelerator they are copied in at each reading). A model
     whose trainable weights reach down to the first layer, or whose decoder layers cannot be found
     (``<backbone>.layers``), is read whole every time."""
 
@@ -259,7 +260,7 @@ class _Pass:
             seen: list[Any] = []
 
             def keep(module: Any, args: tuple, kw: dict) -> None:
-                seen.append((args[0] if args else kw["hidden_states"]).detach().clone())
+                seen.append((args[0] if args else kw["hidden_states"]).detach().to("cpu", copy=True))
 
             handle = layers[self.first].register_forward_pre_hook(keep, with_kwargs=True)
             try:
@@ -268,7 +269,7 @@ class _Pass:
                 handle.remove()
             self.states.passes.append({"hidden": seen[0]})
         else:
-            hidden = self.states.passes[self.calls]["hidden"]
+            hidden = self.states.passes[self.calls]["hidden"].to(input_ids.device)
             self.backbone.layers = torch.nn.ModuleList(list(layers)[self.first:])
             try:
                 out = model(inputs_embeds=hidden, **kwargs)
@@ -282,10 +283,11 @@ class _Pass:
         attention cache, which the endings' pass reads."""
         entry = self.states.passes[self.calls - 1]
         if self.record:
-            entry["cache"] = [(layer.keys, layer.values) for layer in cache.layers[: self.first]]
+            entry["cache"] = [(layer.keys.to("cpu"), layer.values.to("cpu")) for layer in cache.layers[: self.first]]
         else:
+            device = cache.layers[self.first].keys.device
             for layer, (keys, values) in zip(cache.layers[: self.first], entry["cache"], strict=True):
-                layer.update(keys, values)
+                layer.update(keys.to(device), values.to(device))
 
     def finish(self) -> None:
         if self.record:
