@@ -14,11 +14,11 @@ setup-vllm:
 demo: setup
 	$(PY) -m xtask_safety demo --output_dir runs/demo
 
-# The demo's longer profile (about 25 minutes a seed on a 2-core CPU; docs/demo.md).
+# The demo's longer profile (about 25 minutes a seed on a 2-core CPU before the faster steps of 2026-12-07; docs/demo.md).
 demo-long: setup
 	$(PY) -m xtask_safety demo --config recipes/demo/long.yaml --output_dir runs/demo-long
 
-# The profile for documents written elsewhere: surface cues matched across classes (about 40 minutes a seed).
+# The profile for documents written elsewhere: surface cues matched across classes (about 40 minutes a seed, measured before the faster steps).
 demo-matched: setup
 	$(PY) -m xtask_safety demo --config recipes/demo/matched.yaml --output_dir runs/demo-matched
 
