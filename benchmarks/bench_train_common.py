@@ -75,6 +75,33 @@ def records(n: int, seed: int = 0, long_tail: bool = False, max_docs: int = 12) 
     return out
 
 
+def sft_config(out: Path, args: Any, learning_rate: float, remove_unused_columns: bool = False) -> Any:
+    """The training benchmarks' SFTConfig: CPU, no saving or logging to a tracker, constant learning rate."""
+    from trl import SFTConfig
+
+    return SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+                     learning_rate=learning_rate, optim="adamw_torch", lr_scheduler_type="constant", seed=0,
+                     max_length=args.max_length, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
+                     logging_steps=1, dataloader_num_workers=0, disable_tqdm=True, activation_checkpointing=False,
+                     remove_unused_columns=remove_unused_columns)
+
+
+def weighted_trainer(model_dir: str, tok: Any, rows: list[dict], sft: Any, lora: Any, decision_tokens: int = 0,
+                     decision_weight: float = 1.0) -> Any:
+    """``WeightedSFTTrainer`` with the project's collator over every task name, as ``xtask-safety train`` builds it."""
+    from datasets import Dataset
+
+    from xtask_safety.tasks import INSTRUCTION_TASK, TASK_NAMES
+    from xtask_safety.train.collator import WeightedCollator
+    from xtask_safety.train.trainer import WeightedSFTTrainer
+
+    tasks = list(TASK_NAMES) + [INSTRUCTION_TASK]
+    collator = WeightedCollator(pad_token_id=tok.pad_token_id, task_names=tasks, decision_tokens=decision_tokens,
+                                decision_weight=decision_weight)
+    return WeightedSFTTrainer(model=model_dir, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                              data_collator=collator, peft_config=lora, task_names=tasks)
+
+
 class StepTimer:
     """A TrainerCallback recording the wall time of every optimizer step."""
 

@@ -23,39 +23,36 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_common import Stepper, finish, iqr, machine, median, parser, records  # noqa: E402
+from bench_train_common import (  # noqa: E402
+    Stepper,
+    finish,
+    iqr,
+    machine,
+    median,
+    parser,
+    records,
+    sft_config,
+    weighted_trainer,
+)
 
 TARGET = 1.3
 KINDS = ("every position", "labelled positions")
 
 
 def make_trainer(model_dir: str, recs: list, args, out: Path):
-    from datasets import Dataset
     from peft import LoraConfig
-    from trl import SFTConfig
+    from transformers import AutoConfig
 
     from xtask_safety.models import load_tokenizer
-    from xtask_safety.tasks import INSTRUCTION_TASK, TASK_NAMES
-    from xtask_safety.train.collator import WeightedCollator
     from xtask_safety.train.dataset import to_sft_rows
-    from xtask_safety.train.trainer import WeightedSFTTrainer
-
-    tok = load_tokenizer(model_dir, padding_side="right")
-    sft = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                    learning_rate=2e-3, optim="adamw_torch", lr_scheduler_type="constant", seed=0,
-                    max_length=args.max_length, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-                    logging_steps=1, dataloader_num_workers=0, disable_tqdm=True, activation_checkpointing=False,
-                    remove_unused_columns=False)
-    from transformers import AutoConfig
 
     layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
                       layers_to_transform=list(range(layers - 15, layers)),
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    tasks = list(TASK_NAMES) + [INSTRUCTION_TASK]
-    collator = WeightedCollator(pad_token_id=tok.pad_token_id, task_names=tasks, decision_tokens=2, decision_weight=5.0)
-    return WeightedSFTTrainer(model=model_dir, args=sft, train_dataset=Dataset.from_list(to_sft_rows(recs, [1.0] * len(recs))),
-                              processing_class=tok, data_collator=collator, peft_config=lora, task_names=tasks)
+    return weighted_trainer(model_dir, load_tokenizer(model_dir, padding_side="right"),
+                            to_sft_rows(recs, [1.0] * len(recs)), sft_config(out, args, learning_rate=2e-3), lora,
+                            decision_tokens=2, decision_weight=5.0)
 
 
 def demo_like(n: int) -> list:

@@ -27,7 +27,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train_common import Stepper, finish, iqr, machine, median, parser, records, small_llama  # noqa: E402
+from bench_train_common import (  # noqa: E402
+    Stepper,
+    finish,
+    iqr,
+    machine,
+    median,
+    parser,
+    records,
+    sft_config,
+    small_llama,
+    weighted_trainer,
+)
 
 TARGET = 0.05
 
@@ -35,33 +46,23 @@ TARGET = 0.05
 def make_trainer(kind: str, model_dir: str, recs: list, args: argparse.Namespace, out: Path):
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from xtask_safety.models import load_tokenizer
-    from xtask_safety.tasks import INSTRUCTION_TASK, TASK_NAMES
-    from xtask_safety.train.collator import WeightedCollator
     from xtask_safety.train.dataset import to_sft_rows
-    from xtask_safety.train.trainer import WeightedSFTTrainer
     from xtask_safety.train.weights import assign_weights
 
     tok = load_tokenizer(model_dir, padding_side="right")
     weights = assign_weights(recs, "balanced") if kind == "weighted+" else [1.0] * len(recs)
     rows = to_sft_rows(recs, weights)
-    sft = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                    learning_rate=1e-3, optim="adamw_torch", lr_scheduler_type="constant", seed=0, max_length=args.max_length,
-                    per_device_train_batch_size=args.batch_size, max_steps=args.steps, logging_steps=1,
-                    dataloader_num_workers=0, disable_tqdm=True, activation_checkpointing=False,
-                    remove_unused_columns=kind == "plain")
+    sft = sft_config(out, args, learning_rate=1e-3, remove_unused_columns=kind == "plain")
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     if kind == "plain":
         ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
         return SFTTrainer(model=model_dir, args=sft, train_dataset=ds, processing_class=tok, peft_config=lora)
-    tasks = list(TASK_NAMES) + [INSTRUCTION_TASK]
-    collator = WeightedCollator(pad_token_id=tok.pad_token_id, task_names=tasks,
-                                decision_tokens=2 if kind == "weighted+" else 0,
-                                decision_weight=5.0 if kind == "weighted+" else 1.0)
-    return WeightedSFTTrainer(model=model_dir, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                              data_collator=collator, peft_config=lora, task_names=tasks)
+    if kind == "weighted+":
+        return weighted_trainer(model_dir, tok, rows, sft, lora, decision_tokens=2, decision_weight=5.0)
+    return weighted_trainer(model_dir, tok, rows, sft, lora)
 
 
 def lora_params(trainer) -> dict:

@@ -61,9 +61,6 @@ install() {
   if [ -n "$UV" ] && $UV "$@"; then return 0; fi
   $PIP install "$@"
 }
-FIND_LINKS=$( { echo "${PIP_FIND_LINKS:-}"; $PIP config get global.find-links 2>/dev/null || true; } | tr ' ' '\n' \
-  | grep -v '^$' | sort -u | sed 's/^/--find-links /' | tr '\n' ' ')
-
 # torch first, so pip never resolves a bare `torch` to a multi-GB CUDA build on a CPU machine.
 if [ "$MODE" = "--gpu" ]; then
   # A CPU-only torch left from a CPU set-up would keep the GPUs idle: replace it with the CUDA build.
@@ -73,10 +70,16 @@ if [ "$MODE" = "--gpu" ]; then
   fi
 elif ! $PY -c "import torch" 2>/dev/null; then
   # XTASK_TORCH_INDEX lets machines without a local CPU wheel point pip at the CPU index
-  # (e.g. https://download.pytorch.org/whl/cpu). uv gets the CPU build by its full version or nothing.
-  if [ -z "$UV" ] || ! $UV -q $FIND_LINKS ${XTASK_TORCH_INDEX:+--index-url "$XTASK_TORCH_INDEX" --extra-index-url https://pypi.org/simple} \
-      "torch==2.13.0+cpu" 2>/dev/null; then
-    $PIP install -q "torch==2.13.0" ${XTASK_TORCH_INDEX:+--index-url "$XTASK_TORCH_INDEX" --extra-index-url https://pypi.org/simple}
+  # (e.g. https://download.pytorch.org/whl/cpu). uv gets the CPU build by its full version or nothing,
+  # from pip's find-links (it does not read pip's configuration).
+  INDEX=${XTASK_TORCH_INDEX:+--index-url $XTASK_TORCH_INDEX --extra-index-url https://pypi.org/simple}
+  FIND_LINKS=""
+  if [ -n "$UV" ]; then
+    FIND_LINKS=$( { echo "${PIP_FIND_LINKS:-}"; $PIP config get global.find-links 2>/dev/null || true; } \
+      | tr ' ' '\n' | { grep -v '^$' || true; } | sort -u | sed 's/^/--find-links /' | tr '\n' ' ')
+  fi
+  if [ -z "$UV" ] || ! $UV -q $FIND_LINKS $INDEX "torch==2.13.0+cpu" 2>/dev/null; then
+    $PIP install -q "torch==2.13.0" $INDEX
   fi
 fi
 EXTRAS="dev"; [ "$MODE" = "--gpu" ] && EXTRAS="dev,train-gpu,wandb"; [ "$MODE" = "--test" ] && EXTRAS="test"

@@ -32,11 +32,12 @@ def leaning(shares: dict[str, float]) -> str:
 
 def calibrate_threshold(trainer: Any, dev: list[Record], refusals: list[str], steps: int, lr: float,
                         curve: Path | None = None, template: str = "chat", system_prompt: str | None = None,
-                        seed: int = 0) -> dict[str, Any]:
+                        seed: int = 0, states: FrozenLayerStates | None = None) -> dict[str, Any]:
     """Run the calibration on ``trainer.model`` in place; returns ``{"steps_kept", "score", "start_score"}``.
 
     Each reading is appended to ``curve`` as ``{"calibration_step", "side", "refuse_share", "score"}``; ties
-    keep the earlier state (the smaller change)."""
+    keep the earlier state (the smaller change). ``states``: the frozen lower layers' output for ``dev`` from
+    the training run's own readings, if any (train/margin.py); otherwise the first reading stores it."""
     import torch
 
     model, tokenizer, ds = trainer.model, trainer.processing_class, trainer.train_dataset
@@ -47,7 +48,7 @@ def calibrate_threshold(trainer: Any, dev: list[Record], refusals: list[str], st
     rng = random.Random(seed)
     batch_size = trainer.args.per_device_train_batch_size
     device = next(model.parameters()).device
-    states = FrozenLayerStates()  # the frozen lower layers run at the first reading only
+    states = states if states is not None else FrozenLayerStates()
 
     def read(step: int, side: str | None) -> tuple[float, dict[str, float]]:
         shares = refusal_shares(decision_margins(model, tokenizer, dev, refusals, template, system_prompt,

@@ -110,7 +110,8 @@ def decision_margins(
                     logits = _shared_prefix_logits(model, [token_ids[i] for i in idx], n_shared, device, replay)
                 except TypeError:  # a forward without a cache: every prompt is read whole
                     if replay is not None:
-                        replay = replay.abandon()
+                        replay.abandon()
+                        replay = None
                     order = sorted(order + [i for rest, _ in groups[g:] for i in rest], key=lambda i: -len(token_ids[i]))
                     break
                 logp = torch.log_softmax(logits.float(), dim=-1)
@@ -253,8 +254,6 @@ class _Pass:
         self.calls = 0  # model calls made in this reading, in order
 
     def forward(self, model: Any, input_ids: Any, **kwargs: Any) -> Any:
-        import torch
-
         layers = self.backbone.layers
         if self.record:
             seen: list[Any] = []
@@ -270,7 +269,7 @@ class _Pass:
             self.states.passes.append({"hidden": seen[0]})
         else:
             hidden = self.states.passes[self.calls]["hidden"].to(input_ids.device)
-            self.backbone.layers = torch.nn.ModuleList(list(layers)[self.first:])
+            self.backbone.layers = layers[self.first:]  # a ModuleList of the trainable layers
             try:
                 out = model(inputs_embeds=hidden, **kwargs)
             finally:

@@ -405,16 +405,21 @@ def _calibrator(run: _Run, out: dict[str, Any]) -> Any:
     result goes into ``out``. Single-process only: it reads and steps on the main process's model."""
     from xtask_safety.data.builder import load_refusals
     from xtask_safety.train.calibrate import calibrate_threshold
+    from xtask_safety.train.margin import DecisionMarginCallback
 
     if run.world_size > 1:
         raise ConfigError("decision_calibrate_steps: single-process runs only (it steps on one process's model)")
     dargs, margs = run.dargs, run.margs
 
     def calibrate(trainer: Any) -> None:
+        # the decision callback read the same slice during training: its stored lower-layer states serve here
+        states = next((cb.states for cb in trainer.callback_handler.callbacks if isinstance(cb, DecisionMarginCallback)),
+                      None)
         out.update(calibrate_threshold(
             trainer, read_records(dargs.decision_dev_file), load_refusals(), dargs.decision_calibrate_steps,
             dargs.decision_calibrate_lr, curve=Path(run.sft_args.output_dir) / "decision_curve.jsonl",
-            template=margs.prompt_template, system_prompt=margs.system_prompt, seed=run.sft_args.seed))
+            template=margs.prompt_template, system_prompt=margs.system_prompt, seed=run.sft_args.seed,
+            states=states))
 
     return calibrate
 
