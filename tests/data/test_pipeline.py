@@ -289,3 +289,30 @@ def test_marker_match_gives_malicious_rows_the_benign_marker_counts(tmp_path):
     assert max(len(MARKER.findall(r.document)) for r in matched if r.domain == "malicious") <= 3
     assert [r.document for r in matched if r.domain != "malicious"] == [r.document for r in kept if r.domain != "malicious"]
     assert [r.document for r in grid_matched] == [r.document for r in grid]
+
+
+def test_whole_document_tasks_keep_their_training_documents_whole(tmp_path):
+    """``whole_document_tasks: [cloze]``: cloze rows see whole documents (less the sentence to predict) while the
+    other tasks' documents are still cut to ``document_max_words``; the rows, targets and grid stay the same."""
+    def build(name, whole):
+        args = DataBuildArguments(output_dir=str(tmp_path / name), sources=[{"demo": "main"}], sizes=[],
+                                  mixed_sizes=[16], benign_ratio=1.0, eval_per_domain=30, layout="after",
+                                  document_max_words=60, instruction_rows=0, export_paper=False,
+                                  whole_document_tasks=whole)
+        res = run_build(args, log=lambda *_: None)
+        return res.sets["train/mixed-16.jsonl"], read_records(res.output_dir / "eval" / "grid-paper.jsonl")
+
+    cut, grid = build("cut", [])
+    whole, grid_whole = build("whole", ["cloze"])
+    assert [r.document for r in grid_whole] == [r.document for r in grid]
+    assert [(r.id, r.document, r.response) for r in whole if r.task != "cloze"] == \
+        [(r.id, r.document, r.response) for r in cut if r.task != "cloze"]
+    by_id = {r.id: r for r in cut if r.task == "cloze"}
+    cloze = [(by_id[r.id], r) for r in whole if r.task == "cloze" and r.id in by_id]
+    assert len(cloze) >= 0.9 * len(by_id)  # a document of one sentence within 60 words has no cloze row when cut
+    words = [(len(a.document.split()), len(b.document.split())) for a, b in cloze]
+    assert all(m <= n for m, n in words) and sum(n for _, n in words) > 1.5 * sum(m for m, _ in words)
+    assert sum(b.document.startswith(a.document) and b.document != a.document for a, b in cloze) >= len(cloze) // 2
+    assert not any(b.meta["truncated"] for _, b in cloze)
+    with pytest.raises(DataError, match="whole_document_tasks: unknown task 'clozee'"):
+        build("bad", ["clozee"])

@@ -42,6 +42,9 @@ class BuildConfig:
     lead_in: bool = True  # benign answers open with the task's lead-in ("Here is a brief summary: ")
     target_max_words: int | None = None  # trim long benign references at a sentence boundary
     document_max_words: int | None = None  # keep the head of long documents (whole sentences), every domain alike
+    # Tasks whose training documents stay whole despite document_max_words (e.g. cloze, whose evaluation
+    # documents are whole: a cut one teaches continuing a 40-word text, not the end of a 100-word one).
+    whole_document_tasks: tuple[str, ...] = ()
     seed: int = 0
     exclude_phrasings: tuple[str, ...] = ()  # phrasings ({pos} form) kept out of this set, for held-out evaluation
     # Probability of replacing each withholding marker ("[withheld]", "[redacted]", ...) in a training
@@ -126,6 +129,8 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
         raise DataError(f"layout: expected one of {LAYOUT_MODES}, got {cfg.layout!r}")
     for t in cfg.tasks:
         get_task(t, "tasks")
+    for t in cfg.whole_document_tasks:
+        get_task(t, "whole_document_tasks")
     malicious = stable_order([d for d in docs if d.domain == MALICIOUS], cfg.seed)
     need = cfg.malicious_per_task
     if need and not malicious:
@@ -150,7 +155,7 @@ def build_defense_set(docs: list[CorpusDoc], cfg: BuildConfig, refusals: list[st
             text = doc.document
             if cfg.marker_match:
                 text = keep_markers(text, marker_rng.choice(benign_counts), marker_rng)
-            text, cut = _head(drop_markers(text, cfg.marker_dropout, marker_rng), cfg.document_max_words)
+            text, cut = _head(drop_markers(text, cfg.marker_dropout, marker_rng), _max_words(cfg, task_name))
             shown, _ = task.make_example(text, doc.refs)
             instruction, layout = _instruction(task_name, rng, cfg)
             refusal = rng.choice(refusals).format(verb=task.refusal_verb)
@@ -223,7 +228,7 @@ def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig
         pool = []
         for doc in stable_order([d for d in docs if d.domain == domain], cfg.seed + 1):
             text, cut = _head(drop_markers(doc.document, cfg.marker_dropout, _row_rng(cfg.seed + 7, task_name, doc.id)),
-                              cfg.document_max_words)
+                              _max_words(cfg, task_name))
             # Every domain is cut by the same rule, so length cannot separate the domains. A translation
             # reference covers the first two sentences, so a cut document must keep both; a summary
             # reference may mention a detail past the cut (trimmed targets keep its first sentence).
@@ -253,6 +258,10 @@ def _benign_rows(docs: list[CorpusDoc], task_name: str, i: int, cfg: BuildConfig
                 meta={"doc_id": doc.id, "topic": doc.topic, "target": "answer", "truncated": cut},
             ))
     return rows
+
+
+def _max_words(cfg: BuildConfig, task_name: str) -> int | None:
+    return None if task_name in cfg.whole_document_tasks else cfg.document_max_words
 
 
 def _head(document: str, max_words: int | None) -> tuple[str, bool]:

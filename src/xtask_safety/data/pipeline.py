@@ -80,6 +80,8 @@ class DataBuildArguments:
     genre_match: float = field(default=0.0, metadata={"help": "Pull benign documents towards the malicious genre mix "
                                                         "(0: the sources' own mix, 1: the malicious mix)."})
     document_max_words: int | None = field(default=None, metadata={"help": "Cut documents to N words first."})
+    whole_document_tasks: list[str] = field(default_factory=list, metadata={
+        "help": "Tasks whose training documents document_max_words leaves whole (e.g. cloze)."})
     marker_dropout: float = field(default=0.0, metadata={
         "help": "Probability of replacing each withholding marker ([withheld], [redacted], ...) in a training "
                 "document by neutral wording, every domain alike (0: keep them)."})
@@ -187,6 +189,7 @@ def build_sets(
             target_max_words=args.target_max_words, document_max_words=args.document_max_words,
             seed=args.seed, exclude_phrasings=tuple(args.exclude_phrasings), genre_match=args.genre_match,
             marker_dropout=args.marker_dropout, marker_match=args.marker_match,
+            whole_document_tasks=tuple(args.whole_document_tasks),
         )
 
     plans = [("single", [t], f"single-{t}", args.sizes) for t in tasks]
