@@ -88,9 +88,7 @@ elif ! $PY -c "import torch" 2>/dev/null; then
   # (e.g. https://download.pytorch.org/whl/cpu). uv gets the CPU build by its full version or nothing,
   # from pip's find-links (it does not read pip's configuration).
   INDEX=${XTASK_TORCH_INDEX:+--index-url $XTASK_TORCH_INDEX --extra-index-url https://pypi.org/simple}
-  FIND_LINKS=""
-  if [ -n "$UV" ]; then FIND_LINKS=$(find_links); fi
-  if [ -z "$UV" ] || ! $UV -q $FIND_LINKS $INDEX "torch==2.13.0+cpu" 2>/dev/null; then
+  if [ -z "$UV" ] || ! $UV -q $(find_links) $INDEX "torch==2.13.0+cpu" 2>/dev/null; then
     $PIP install -q "torch==2.13.0" $INDEX
   fi
 fi
